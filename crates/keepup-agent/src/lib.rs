@@ -1,0 +1,1 @@
+//! keepup-agent (work in progress).

@@ -1,0 +1,1 @@
+//! keepup-api (work in progress).

@@ -1,0 +1,1 @@
+//! keepup-cluster (work in progress).

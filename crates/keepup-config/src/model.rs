@@ -1,0 +1,309 @@
+//! The raw schema: one struct per table of keepup.toml.
+//!
+//! Every struct denies unknown keys so a typo is an error, not a silently
+//! ignored setting. Values that later checks must point at carry a
+//! `Spanned` wrapper so the error can name their line.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Cluster-wide identity and security.
+    pub cluster: ClusterSection,
+    /// Heartbeat timing.
+    #[serde(default)]
+    pub timing: TimingSection,
+    /// What happens when a better node comes back.
+    #[serde(default)]
+    pub failback: FailbackSection,
+    /// Split-brain protection.
+    #[serde(default)]
+    pub split_brain: SplitBrainSection,
+    /// The agent's HTTP API (status, control, metrics, dashboard).
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Every node of the cluster.
+    #[serde(default)]
+    pub node: Vec<NodeConfig>,
+    /// Resource groups: resources that always live together on one node.
+    #[serde(default)]
+    pub group: Vec<GroupConfig>,
+    /// The load balancer (optional).
+    pub lb: Option<crate::LbSection>,
+    /// MariaDB replication management (optional).
+    pub database: Option<crate::DatabaseSection>,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Cluster name; packets from another cluster are dropped.
+    pub name: Spanned<String>,
+    /// File holding the shared secret (at least 16 bytes, mode 0600).
+    pub key_file: Spanned<PathBuf>,
+    /// UDP port the heartbeats use on every link.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Run the heartbeat thread at real-time priority with memory locked.
+    #[serde(default = "yes")]
+    pub realtime: bool,
+    /// Quorum policy: "auto" (majority with 3+ nodes, none with 2), "majority", "none".
+    #[serde(default)]
+    pub quorum: QuorumPolicy,
+}
+
+fn default_port() -> u16 {
+    7946
+}
+fn yes() -> bool {
+    true
+}
+
+/// When a node may hold resources although it cannot see every peer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuorumPolicy {
+    /// Majority with three or more nodes; none with two.
+    #[default]
+    Auto,
+    /// Hold resources only while a strict majority of nodes (self included) is alive.
+    Majority,
+    /// Any live, eligible node may hold resources.
+    None,
+}
+
+/// `[timing]`, all in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingSection {
+    /// Interval between heartbeats on each link.
+    pub heartbeat_ms: u64,
+    /// Silence on every link after which a peer is dead.
+    pub dead_ms: u64,
+    /// Gap after which a late heartbeat is logged and counted.
+    pub warn_ms: u64,
+    /// After boot, how long to wait for peers before acting on their absence.
+    pub initial_dead_ms: u64,
+}
+
+impl Default for TimingSection {
+    fn default() -> Self {
+        TimingSection {
+            heartbeat_ms: 100,
+            dead_ms: 300,
+            warn_ms: 200,
+            initial_dead_ms: 1000,
+        }
+    }
+}
+
+/// `[failback]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailbackSection {
+    /// Move groups back to a better node when it returns.
+    pub auto: bool,
+    /// How long the returning node must stay up before groups move back.
+    pub delay_ms: u64,
+}
+
+/// `[split_brain]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitBrainSection {
+    /// Addresses to ping (ICMP echo); a node reaching none of them may not hold resources.
+    pub ping_targets: Vec<Spanned<String>>,
+    /// Interval between pings.
+    pub ping_interval_ms: u64,
+    /// Consecutive failed rounds before the node counts as cut off.
+    pub ping_fail_count: u32,
+}
+
+impl Default for SplitBrainSection {
+    fn default() -> Self {
+        SplitBrainSection {
+            ping_targets: Vec::new(),
+            ping_interval_ms: 200,
+            ping_fail_count: 3,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address of the HTTP API, metrics and dashboard.
+    pub listen: String,
+    /// Bearer token file for control requests (required for non-loopback control).
+    pub token_file: Option<Spanned<PathBuf>>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: "127.0.0.1:7947".to_string(),
+            token_file: None,
+        }
+    }
+}
+
+/// `[[node]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique node name (matched against the host name).
+    pub name: Spanned<String>,
+    /// One address per heartbeat link; the i-th address of every node forms link i.
+    pub addresses: Vec<Spanned<String>>,
+    /// Higher wins the election; ties go to the lower name.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+/// `[[group]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique group name.
+    pub name: Spanned<String>,
+    /// Nodes allowed to hold the group (all when empty).
+    #[serde(default)]
+    pub nodes: Vec<Spanned<String>>,
+    /// Resources, started in this order and stopped in reverse.
+    #[serde(default)]
+    pub resource: Vec<ResourceConfig>,
+    /// After a failed start, the first back-off before this node tries again.
+    #[serde(default = "default_backoff")]
+    pub failure_backoff_ms: u64,
+}
+
+fn default_backoff() -> u64 {
+    5000
+}
+
+/// `[[group.resource]]`, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ResourceConfig {
+    /// A LAN virtual IP added through netlink, announced by gratuitous ARP / NA.
+    Vip(VipResource),
+    /// A DigitalOcean reserved (floating) IP assigned through the provider's API.
+    Digitalocean(DigitalOceanResource),
+    /// Operator scripts, like Heartbeat resource scripts and keepalived notify scripts.
+    Exec(ExecResource),
+}
+
+impl ResourceConfig {
+    /// A short human name for logs and status (`vip 10.77.0.100/24`).
+    pub fn describe(&self) -> String {
+        match self {
+            ResourceConfig::Vip(v) => format!("vip {}", v.address),
+            ResourceConfig::Digitalocean(d) => format!("digitalocean {}", d.reserved_ip),
+            ResourceConfig::Exec(e) => format!("exec {}", e.name),
+        }
+    }
+}
+
+/// `type = "vip"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipResource {
+    /// Address with prefix length, e.g. `10.77.0.100/24` or `fd00::100/64`.
+    /// (Plain types inside resources: serde's tagged enums cannot carry spans.)
+    pub address: String,
+    /// Interface to add it to.
+    pub interface: String,
+    /// Gratuitous ARPs / unsolicited NAs sent on takeover.
+    #[serde(default = "default_garp_count")]
+    pub garp_count: u32,
+    /// Interval between them.
+    #[serde(default = "default_garp_interval")]
+    pub garp_interval_ms: u64,
+    /// How often to check the address is still there (and restore it).
+    #[serde(default = "default_monitor")]
+    pub monitor_interval_ms: u64,
+}
+
+fn default_garp_count() -> u32 {
+    3
+}
+fn default_garp_interval() -> u64 {
+    100
+}
+fn default_monitor() -> u64 {
+    1000
+}
+
+/// `type = "digitalocean"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigitalOceanResource {
+    /// The reserved IP to assign to this droplet.
+    pub reserved_ip: String,
+    /// File holding the API token (never logged).
+    pub token_file: PathBuf,
+    /// API base URL.
+    #[serde(default = "default_do_api")]
+    pub api_url: String,
+    /// Metadata service URL (gives this droplet's id).
+    #[serde(default = "default_do_metadata")]
+    pub metadata_url: String,
+    /// Overall time limit for one assignment (including polling the action).
+    #[serde(default = "default_do_timeout")]
+    pub timeout_ms: u64,
+    /// How often to check the IP is still ours.
+    #[serde(default = "default_do_monitor")]
+    pub monitor_interval_ms: u64,
+}
+
+fn default_do_api() -> String {
+    "https://api.digitalocean.com".to_string()
+}
+fn default_do_metadata() -> String {
+    "http://169.254.169.254/metadata/v1".to_string()
+}
+fn default_do_timeout() -> u64 {
+    30_000
+}
+fn default_do_monitor() -> u64 {
+    10_000
+}
+
+/// `type = "exec"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecResource {
+    /// Name used in logs and in the scripts' environment.
+    pub name: String,
+    /// Command run (via `/bin/sh -c`) to start the resource.
+    pub start: String,
+    /// Command run to stop it.
+    pub stop: String,
+    /// Optional command whose exit status 0 means "running".
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Limit for each command.
+    #[serde(default = "default_exec_timeout")]
+    pub timeout_ms: u64,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How often to run `status`.
+    #[serde(default = "default_monitor")]
+    pub monitor_interval_ms: u64,
+}
+
+fn default_exec_timeout() -> u64 {
+    10_000
+}

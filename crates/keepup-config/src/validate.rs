@@ -1,0 +1,299 @@
+//! Checks that serde cannot make, each reported with its line.
+
+use crate::{ConfigError, ConfigErrors, FileConfig, HostChecks, ResourceConfig};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use toml::Spanned;
+
+/// 1-based line number of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, msg: impl Into<String>) {
+        let line = line_of(self.text, spanned.span().start);
+        self.errors
+            .push(ConfigError::new(self.path, Some(line), msg.into()));
+    }
+    /// Line of the first `"value"` after `after` (values inside resources carry no span).
+    fn at_value<T>(&mut self, after: &Spanned<T>, value: &str, msg: impl Into<String>) {
+        let start = after.span().start;
+        let needle = format!("{value:?}");
+        let line = self.text[start.min(self.text.len())..]
+            .find(&needle)
+            .map(|i| line_of(self.text, start + i))
+            .unwrap_or_else(|| line_of(self.text, start));
+        self.errors
+            .push(ConfigError::new(self.path, Some(line), msg.into()));
+    }
+    fn nowhere(&mut self, msg: impl Into<String>) {
+        self.errors
+            .push(ConfigError::new(self.path, None, msg.into()));
+    }
+    fn secret_file(&mut self, file: &Spanned<std::path::PathBuf>, what: &str, min_len: usize) {
+        if let Some(msg) = secret_file_problem(file.get_ref(), what, min_len) {
+            self.at(file, msg);
+        }
+    }
+}
+
+/// What is wrong with a secret file, if anything: missing, readable by others, too short.
+fn secret_file_problem(p: &Path, what: &str, min_len: usize) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    {
+        match std::fs::metadata(p) {
+            Err(e) => Some(format!("{what} {}: {e}", p.display())),
+            Ok(m) => {
+                if m.permissions().mode() & 0o077 != 0 {
+                    Some(format!(
+                        "{what} {} is readable by other users (mode {:o}); run: chmod 600 {}",
+                        p.display(),
+                        m.permissions().mode() & 0o777,
+                        p.display()
+                    ))
+                } else if (m.len() as usize) < min_len {
+                    Some(
+                        format!(
+                            "{what} {} holds {} bytes; it needs at least {min_len} (e.g. head -c 32 /dev/urandom > {})",
+                            p.display(),
+                            m.len(),
+                            p.display()
+                        ),
+                    )
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Parses `10.0.0.1/24` (prefix optional) into address and prefix length.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?} has a bad prefix length (0..={max})"))?,
+    };
+    Ok((ip, prefix))
+}
+
+pub(crate) fn validate(
+    path: &Path,
+    text: &str,
+    f: &FileConfig,
+    checks: HostChecks,
+) -> Result<(), ConfigErrors> {
+    let mut c = Checker {
+        path,
+        text,
+        errors: Vec::new(),
+    };
+
+    let name = f.cluster.name.get_ref();
+    if name.is_empty() || name.len() > 32 {
+        c.at(&f.cluster.name, "cluster name must be 1 to 32 bytes");
+    }
+
+    let t = &f.timing;
+    if t.heartbeat_ms == 0 {
+        c.nowhere("[timing] heartbeat_ms must be above 0");
+    }
+    if t.dead_ms < 2 * t.heartbeat_ms {
+        c.nowhere(format!(
+            "[timing] dead_ms ({}) must be at least twice heartbeat_ms ({}), or one lost packet is a failover",
+            t.dead_ms, t.heartbeat_ms
+        ));
+    }
+    if t.warn_ms < t.heartbeat_ms || t.warn_ms > t.dead_ms {
+        c.nowhere(format!(
+            "[timing] warn_ms ({}) must lie between heartbeat_ms ({}) and dead_ms ({})",
+            t.warn_ms, t.heartbeat_ms, t.dead_ms
+        ));
+    }
+
+    if f.node.is_empty() {
+        c.nowhere("no [[node]] defined; a cluster needs at least one");
+    }
+    let mut names = BTreeSet::new();
+    let links = f.node.first().map(|n| n.addresses.len()).unwrap_or(0);
+    for n in &f.node {
+        let nm = n.name.get_ref();
+        if nm.is_empty() || nm.len() > 63 {
+            c.at(&n.name, "node name must be 1 to 63 bytes");
+        }
+        if !names.insert(nm.clone()) {
+            c.at(&n.name, format!("duplicate node {nm:?}"));
+        }
+        if n.addresses.is_empty() {
+            c.at(&n.name, format!("node {nm:?} has no addresses"));
+        } else if n.addresses.len() != links {
+            c.at(
+                &n.name,
+                format!(
+                    "node {nm:?} has {} addresses but the first node has {links}; the i-th address of every node forms heartbeat link i",
+                    n.addresses.len()
+                ),
+            );
+        }
+        for a in &n.addresses {
+            if a.get_ref().parse::<IpAddr>().is_err() {
+                c.at(a, format!("{:?} is not an IP address", a.get_ref()));
+            }
+        }
+    }
+
+    let mut groups = BTreeSet::new();
+    for g in &f.group {
+        if !groups.insert(g.name.get_ref().clone()) {
+            c.at(&g.name, format!("duplicate group {:?}", g.name.get_ref()));
+        }
+        for n in &g.nodes {
+            if !names.contains(n.get_ref()) {
+                c.at(
+                    n,
+                    format!(
+                        "group {:?} names unknown node {:?}",
+                        g.name.get_ref(),
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
+        if g.resource.is_empty() {
+            c.at(
+                &g.name,
+                format!("group {:?} has no resources", g.name.get_ref()),
+            );
+        }
+        for r in &g.resource {
+            match r {
+                ResourceConfig::Vip(v) => {
+                    if let Err(e) = parse_cidr(&v.address) {
+                        c.at_value(&g.name, &v.address, e);
+                    }
+                }
+                ResourceConfig::Digitalocean(d) => {
+                    if d.reserved_ip.parse::<IpAddr>().is_err() {
+                        c.at_value(
+                            &g.name,
+                            &d.reserved_ip,
+                            format!("reserved_ip {:?} is not an IP address", d.reserved_ip),
+                        );
+                    }
+                    if checks != HostChecks::FileOnly {
+                        let tf = d.token_file.to_string_lossy();
+                        if let Some(msg) =
+                            secret_file_problem(&d.token_file, "DigitalOcean token file", 1)
+                        {
+                            c.at_value(&g.name, &tf, msg);
+                        }
+                    }
+                }
+                ResourceConfig::Exec(_) => {}
+            }
+        }
+    }
+    for t in &f.split_brain.ping_targets {
+        if t.get_ref().parse::<IpAddr>().is_err() {
+            c.at(
+                t,
+                format!("ping target {:?} is not an IP address", t.get_ref()),
+            );
+        }
+    }
+
+    if let HostChecks::Full = checks {
+        c.secret_file(&f.cluster.key_file, "key file", 16);
+        if let Some(tok) = &f.api.token_file {
+            c.secret_file(tok, "API token file", 16);
+        }
+    }
+
+    if c.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+/// Addresses configured on this host's interfaces (from /proc, no netlink needed).
+pub fn host_addresses() -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    // IPv4: the local routing table lists each address as "|-- A.B.C.D" followed by "/32 host LOCAL".
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in trie.lines() {
+            let l = line.trim();
+            if let Some(a) = l.strip_prefix("|-- ") {
+                last = a.parse().ok();
+            } else if l.contains("host LOCAL") {
+                if let Some(a) = last {
+                    out.insert(a);
+                }
+            }
+        }
+    }
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in v6.lines() {
+            if let Some(hex) = line.split_whitespace().next() {
+                if let Ok(n) = u128::from_str_radix(hex, 16) {
+                    out.insert(IpAddr::V6(std::net::Ipv6Addr::from(n)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks that every address of `node` is on one of this host's interfaces.
+pub(crate) fn check_node_addresses(
+    path: &Path,
+    text: &str,
+    node: &crate::NodeConfig,
+) -> Result<(), ConfigErrors> {
+    let have = host_addresses();
+    let mut errors = Vec::new();
+    for a in &node.addresses {
+        if let Ok(ip) = a.get_ref().parse::<IpAddr>() {
+            if !have.contains(&ip) {
+                errors.push(ConfigError::new(
+                    path,
+                    Some(line_of(text, a.span().start)),
+                    format!(
+                        "address {ip} of node {:?} is not on any interface of this host",
+                        node.name.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}

@@ -1,0 +1,1 @@
+//! keepup-db (work in progress).

@@ -1,0 +1,1 @@
+//! keepup-lb (work in progress).

@@ -1,0 +1,1 @@
+//! keepup-resource (work in progress).

@@ -1,0 +1,1 @@
+//! keepup-testkit (work in progress).

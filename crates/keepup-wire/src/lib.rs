@@ -1,0 +1,1 @@
+//! keepup-wire (work in progress).
