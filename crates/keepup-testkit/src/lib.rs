@@ -1,1 +1,5 @@
-//! keepup-testkit (work in progress).
+//! Test harness shared by keepup's integration tests and benchmarks:
+//! network-namespace labs (`lab`), a fake DigitalOcean API (`fake_do`), and
+//! the skip policy (`require`). Used as a dev-dependency only, never shipped.
+
+pub mod require;

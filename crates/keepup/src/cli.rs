@@ -1,0 +1,39 @@
+//! The command line: one subcommand per operator task.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// keepup keeps a website up on a handful of servers: heartbeat and failover of a
+/// floating IP, load balancing over the web servers, and MariaDB replication.
+#[derive(Debug, Parser)]
+#[command(name = "keepup", version, about, long_about = None)]
+pub struct Cli {
+    /// Path of keepup.toml.
+    #[arg(short, long, global = true, env = "KEEPUP_CONFIG", default_value = "/etc/keepup/keepup.toml")]
+    pub config: PathBuf,
+    /// This node's name (default: the host name).
+    #[arg(long, global = true, env = "KEEPUP_NODE")]
+    pub node: Option<String>,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent on this node (heartbeats, election, resources, load balancer).
+    Run(crate::cmd::run::RunArgs),
+    /// Show the cluster as the local agent sees it.
+    Status(crate::cmd::status::StatusArgs),
+    /// Validate the config file (and, with --node, this host's part of it) and exit.
+    CheckConfig,
+    /// Print config templates.
+    Config(crate::cmd::config::ConfigArgs),
+    /// Load-balancer operations (drain, enable, maintenance, reload).
+    Lb(crate::cmd::lb::LbArgs),
+    /// Database replication: setup, status, switchover, checksum.
+    Db(crate::cmd::db::DbArgs),
+    /// Build a whole demo site in network namespaces on this machine and fail it over (root).
+    Demo(crate::cmd::demo::DemoArgs),
+}

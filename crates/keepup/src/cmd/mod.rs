@@ -1,0 +1,62 @@
+//! One module per subcommand.
+
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod lb;
+pub mod run;
+pub mod status;
+
+use crate::cli::{Cli, Command};
+use anyhow::Context;
+use keepup_config::{Config, HostChecks};
+use std::process::ExitCode;
+
+/// Runs the chosen subcommand.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(&cli.config, cli.node.as_deref(), args),
+        Command::Status(args) => status::run(&cli.config, args),
+        Command::CheckConfig => check_config(&cli.config, cli.node.as_deref()),
+        Command::Config(args) => config::run(args),
+        Command::Lb(args) => lb::run(&cli.config, args),
+        Command::Db(args) => db::run(&cli.config, args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// Loads the config with every host check (key file, this node's addresses).
+pub fn load_for_this_host(path: &std::path::Path, node: Option<&str>) -> anyhow::Result<(Config, String)> {
+    let config = Config::load(path, HostChecks::Full)?;
+    let me = config.local_node(node)?.clone();
+    config.check_local_addresses(&me)?;
+    Ok((config, me.name.get_ref().clone()))
+}
+
+fn check_config(path: &std::path::Path, node: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path, HostChecks::Full)
+        .with_context(|| format!("{} is not valid", path.display()))?;
+    match config.local_node(node) {
+        Ok(me) => {
+            config.check_local_addresses(me)?;
+            println!(
+                "{}: OK ({} nodes, {} groups; this host is node {:?})",
+                path.display(),
+                config.file.node.len(),
+                config.file.group.len(),
+                me.name.get_ref()
+            );
+        }
+        Err(e) if node.is_none() => {
+            println!(
+                "{}: OK ({} nodes, {} groups; note: {})",
+                path.display(),
+                config.file.node.len(),
+                config.file.group.len(),
+                e.message
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
