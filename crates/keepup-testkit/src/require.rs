@@ -36,10 +36,12 @@ pub fn is_root() -> bool {
 /// Finds `program` on PATH or in the sbin directories.
 pub fn program(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// `available` for root.
