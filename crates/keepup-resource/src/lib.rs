@@ -1,1 +1,113 @@
-//! keepup-resource (work in progress).
+//! Resources: the things that move with the active node. Each kind sits
+//! behind the one [`Resource`] trait so the agent starts a group in order,
+//! stops it in reverse and monitors it without knowing what it is.
+//!
+//! Every operation is idempotent (starting a running resource succeeds and
+//! changes nothing; stopping a stopped one too), because after a crash or a
+//! lost message the agent re-issues operations rather than guessing state.
+//! Timeouts are enforced by the caller with [`Resource::timeout`].
+
+use keepup_config::ResourceConfig;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed future, so resources can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who is acting: passed to scripts and used in logs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Cluster name.
+    pub cluster: String,
+    /// This node's name.
+    pub node: String,
+    /// The group the resource belongs to.
+    pub group: String,
+}
+
+/// What a monitor found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Running as it should.
+    Running,
+    /// It had vanished and the monitor put it back (what was done, for the log).
+    Restored(String),
+    /// Not running and cannot be restored by the monitor: the group must fail over.
+    Failed(String),
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The resource's configuration cannot work on this host.
+    #[error("{resource}: bad configuration: {reason}")]
+    Config {
+        /// Resource description.
+        resource: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation ran and failed.
+    #[error("{resource}: {operation} failed: {reason}")]
+    Failed {
+        /// Resource description.
+        resource: String,
+        /// start, stop or monitor.
+        operation: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The operation took longer than its limit.
+    #[error("{resource}: {operation} timed out after {after:?}")]
+    Timeout {
+        /// Resource description.
+        resource: String,
+        /// start, stop or monitor.
+        operation: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+/// Something that can be started on one node and stopped, and watched.
+pub trait Resource: Send + Sync {
+    /// Short description for logs and status (`vip 10.77.0.100/24`).
+    fn describe(&self) -> String;
+    /// Makes the resource active on this node. Idempotent.
+    fn start(&self) -> BoxFuture<'_, Result<(), ResourceError>>;
+    /// Makes it inactive on this node. Idempotent.
+    fn stop(&self) -> BoxFuture<'_, Result<(), ResourceError>>;
+    /// Checks it while this node owns it, repairing what it can.
+    fn monitor(&self) -> BoxFuture<'_, Result<Health, ResourceError>>;
+    /// How often the agent calls [`Resource::monitor`].
+    fn monitor_interval(&self) -> Duration;
+    /// Upper bound for one start, stop or monitor call.
+    fn timeout(&self) -> Duration;
+}
+
+/// Builds the resource described by `cfg`.
+pub fn build(cfg: &ResourceConfig, ctx: &Context) -> Result<Box<dyn Resource>, ResourceError> {
+    let _ = ctx;
+    Err(ResourceError::Config {
+        resource: cfg.describe(),
+        reason: "not implemented yet".to_string(),
+    })
+}
+
+/// Runs `op` on `res` with its timeout, mapping expiry to [`ResourceError::Timeout`].
+pub async fn with_timeout<T>(
+    res: &dyn Resource,
+    operation: &'static str,
+    fut: BoxFuture<'_, Result<T, ResourceError>>,
+) -> Result<T, ResourceError> {
+    let after = res.timeout();
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ResourceError::Timeout {
+            resource: res.describe(),
+            operation,
+            after,
+        }),
+    }
+}
