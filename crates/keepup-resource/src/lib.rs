@@ -6,6 +6,27 @@
 //! changes nothing; stopping a stopped one too), because after a crash or a
 //! lost message the agent re-issues operations rather than guessing state.
 //! Timeouts are enforced by the caller with [`Resource::timeout`].
+//!
+//! The kinds:
+//! - [`vip::Vip`]: a LAN virtual IP added through netlink and announced with
+//!   gratuitous ARP / unsolicited neighbour advertisements ([`announce`]).
+//! - [`digitalocean::ReservedIp`]: a DigitalOcean reserved IP assigned to
+//!   this droplet through the provider's API.
+//! - [`exec::Exec`]: operator scripts (Heartbeat resource scripts,
+//!   keepalived notify scripts).
+//!
+//! Nothing here knows about network namespaces: every socket is opened in
+//! the namespace of the calling thread. The agent runs whole inside its
+//! namespace (`ip netns exec`), and the lab tests enter one per thread.
+//!
+//! `unsafe` is denied workspace-wide; this crate allows it only inside the
+//! few functions that call libc for raw sockets and process groups, each
+//! with a SAFETY comment.
+
+pub mod announce;
+pub mod digitalocean;
+pub mod exec;
+pub mod vip;
 
 use keepup_config::ResourceConfig;
 use std::future::Future;
@@ -87,11 +108,16 @@ pub trait Resource: Send + Sync {
 }
 
 /// Builds the resource described by `cfg`.
+///
+/// Checks what can be checked without touching the system (address syntax,
+/// URLs, names); problems of the host itself (a missing interface, an
+/// unreadable token file) surface on the first start or monitor, where the
+/// error names the resource.
 pub fn build(cfg: &ResourceConfig, ctx: &Context) -> Result<Box<dyn Resource>, ResourceError> {
-    let _ = ctx;
-    Err(ResourceError::Config {
-        resource: cfg.describe(),
-        reason: "not implemented yet".to_string(),
+    Ok(match cfg {
+        ResourceConfig::Vip(v) => Box::new(vip::Vip::new(v)?),
+        ResourceConfig::Digitalocean(d) => Box::new(digitalocean::ReservedIp::new(d)?),
+        ResourceConfig::Exec(e) => Box::new(exec::Exec::new(e, ctx)?),
     })
 }
 
