@@ -1,8 +1,486 @@
 //! `[lb]`: the load balancer's schema (owned by the keepup-lb work).
+//!
+//! ```toml
+//! [lb]
+//! workers = 1
+//!
+//! [[lb.frontend]]
+//! name = "web"
+//! bind = "10.77.0.100:80"
+//! pool = "web"
+//!
+//! [[lb.pool]]
+//! name = "web"
+//! algorithm = "round-robin"
+//! [lb.pool.health]
+//! type = "http"
+//! path = "/health"
+//! [[lb.pool.backend]]
+//! name = "web-1"
+//! address = "10.77.0.11:8080"
+//! ```
+//!
+//! Plain types only (no `Spanned`): the load balancer compares old and new
+//! sections on reload, and `problems()` names the offending frontend, pool or
+//! backend instead of a line.
 
 use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// `[lb]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LbSection {}
+pub struct LbSection {
+    /// Worker threads, each with its own single-threaded runtime and its own
+    /// `SO_REUSEPORT` listener per frontend (the kernel spreads connections).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Listeners: where clients connect.
+    #[serde(default)]
+    pub frontend: Vec<LbFrontend>,
+    /// Backend pools the frontends send traffic to.
+    #[serde(default)]
+    pub pool: Vec<LbPool>,
+}
+
+impl Default for LbSection {
+    fn default() -> Self {
+        LbSection {
+            workers: default_workers(),
+            frontend: Vec::new(),
+            pool: Vec::new(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    1
+}
+
+/// What a frontend speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMode {
+    /// HTTP/1.1 reverse proxy (HTTP/2 too from clients when TLS is on).
+    #[default]
+    Http,
+    /// Plain TCP (layer 4) proxy: bytes are copied both ways unchanged.
+    Tcp,
+}
+
+/// PROXY protocol version sent to backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolVersion {
+    /// Send no PROXY header.
+    #[default]
+    None,
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// `[[lb.frontend]]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbFrontend {
+    /// Unique frontend name (stats, logs).
+    pub name: String,
+    /// Address to listen on, e.g. `10.77.0.100:443`. It may be a floating IP
+    /// this node does not own yet: the socket is bound with `IP_FREEBIND`, so a
+    /// takeover needs no restart.
+    pub bind: String,
+    /// `"http"` (default) or `"tcp"`.
+    #[serde(default)]
+    pub mode: LbMode,
+    /// Name of the `[[lb.pool]]` to send traffic to.
+    pub pool: String,
+    /// TLS certificates (HTTP mode only). The first is the default; the others
+    /// are chosen by SNI from the names in each certificate. Empty: no TLS.
+    #[serde(default)]
+    pub tls: Vec<LbTlsCert>,
+    /// PROXY protocol header sent to backends at connection start (TCP mode;
+    /// HTTP mode passes the client with `X-Forwarded-For` and `Forwarded`).
+    #[serde(default)]
+    pub send_proxy_protocol: ProxyProtocolVersion,
+    /// Expect a PROXY protocol header (v1 or v2) from these peers, e.g. another
+    /// load balancer in front of this one, and use the client address it
+    /// carries. CIDRs such as `10.0.0.0/8`. Connections from other peers are
+    /// taken as they are.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Most client connections at once; further clients wait in the listen
+    /// backlog (the queue) until a slot frees.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Listen backlog: how many connections may queue beyond `max_connections`.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// Largest request head (request line plus headers) in bytes; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most request headers; more gets 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A client connection idle this long between requests (HTTP) or without
+    /// any byte either way (TCP) is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Time to connect to a backend before trying another.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time a backend has to answer with response headers (HTTP) before 504.
+    #[serde(default = "default_backend_timeout")]
+    pub backend_timeout_ms: u64,
+    /// Further backends tried when one fails before the request reached it
+    /// (or, for idempotent requests, before it answered).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_backlog() -> u32 {
+    1024
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_connect_timeout() -> u64 {
+    2_000
+}
+fn default_backend_timeout() -> u64 {
+    30_000
+}
+fn default_retries() -> u32 {
+    2
+}
+
+/// `[[lb.frontend.tls]]`: one certificate chain and its key (PEM files).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbTlsCert {
+    /// Certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbAlgorithm {
+    /// Smooth weighted round-robin (nginx's): spreads by weight, no bursts.
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest active connections per unit of weight.
+    LeastConnections,
+    /// The client IP picks the backend (weighted rendezvous hashing), so a
+    /// client stays on one backend while the set is unchanged.
+    SourceHash,
+    /// A hash ring (ketama-like): a key keeps its backend, and a backend
+    /// leaving moves only its own keys. The key is `hash_key`.
+    ConsistentHash,
+}
+
+/// `[[lb.pool]]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbPool {
+    /// Unique pool name, referenced by frontends.
+    pub name: String,
+    /// `"round-robin"` (default), `"least-connections"`, `"source-hash"`, `"consistent-hash"`.
+    #[serde(default)]
+    pub algorithm: LbAlgorithm,
+    /// For `consistent-hash`: `"uri"` (path and query, default), `"source-ip"`,
+    /// or `"header:NAME"` (HTTP mode; TCP mode always hashes the source IP).
+    #[serde(default = "default_hash_key")]
+    pub hash_key: String,
+    /// Sticky sessions (HTTP): name of the cookie that pins a client to the
+    /// backend that served it first. None: no stickiness.
+    #[serde(default)]
+    pub sticky_cookie: Option<String>,
+    /// A backend coming back up gets traffic ramped from 10 % to its full
+    /// weight over this time. 0: full weight at once.
+    #[serde(default)]
+    pub slow_start_ms: u64,
+    /// Passive health: this many consecutive connection errors (or 5xx
+    /// answers, with `passive_5xx`) mark a backend down. 0: off.
+    #[serde(default = "default_passive_fall")]
+    pub passive_fall: u32,
+    /// Count 5xx answers as passive failures.
+    #[serde(default = "yes")]
+    pub passive_5xx: bool,
+    /// A backend marked down passively is tried again after this long when the
+    /// pool has no active health check (with one, the check brings it back).
+    #[serde(default = "default_passive_cooldown")]
+    pub passive_cooldown_ms: u64,
+    /// Active health check. Absent: backends count as up unless passive
+    /// health marks them down.
+    #[serde(default)]
+    pub health: Option<LbHealthCheck>,
+    /// The backends.
+    #[serde(default)]
+    pub backend: Vec<LbBackend>,
+}
+
+fn default_hash_key() -> String {
+    "uri".to_string()
+}
+fn default_passive_fall() -> u32 {
+    3
+}
+fn default_passive_cooldown() -> u64 {
+    10_000
+}
+fn yes() -> bool {
+    true
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbHealthKind {
+    /// A TCP connect succeeds.
+    #[default]
+    Tcp,
+    /// `GET path` answers with a status in `expect_status`.
+    Http,
+}
+
+/// `[lb.pool.health]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbHealthCheck {
+    /// `"tcp"` (default) or `"http"`.
+    #[serde(default, rename = "type")]
+    pub kind: LbHealthKind,
+    /// Path for HTTP checks.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Host header for HTTP checks (default: the backend address).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Inclusive status range that counts as healthy, e.g. `[200, 399]`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: [u16; 2],
+    /// Time between checks of one backend.
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+    /// Time limit of one check.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive good checks that bring a down backend up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failed checks that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+fn default_expect_status() -> [u16; 2] {
+    [200, 399]
+}
+fn default_health_interval() -> u64 {
+    2_000
+}
+fn default_health_timeout() -> u64 {
+    1_000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+/// Operator state of a backend, separate from its health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbBackendState {
+    /// Takes traffic when healthy.
+    #[default]
+    Enabled,
+    /// No new clients; sticky clients and in-flight requests finish.
+    Drain,
+    /// No new traffic at all; in-flight requests finish.
+    Maintenance,
+}
+
+/// `[[lb.pool.backend]]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbBackend {
+    /// Unique name within the pool (stats, sticky cookie value, `keepup lb drain`).
+    pub name: String,
+    /// `IP:port` of the backend.
+    pub address: String,
+    /// Relative share of traffic (1..=1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Initial operator state: `"enabled"` (default), `"drain"`, `"maintenance"`.
+    #[serde(default)]
+    pub state: LbBackendState,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+impl LbSection {
+    /// What is wrong with this section, one message per problem (empty: fine).
+    /// Checks what serde cannot: unique names, pool references, addresses,
+    /// weights, health-check ranges.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.workers == 0 || self.workers > 256 {
+            out.push(format!(
+                "[lb] workers = {} must be between 1 and 256",
+                self.workers
+            ));
+        }
+        let mut pools = BTreeSet::new();
+        for p in &self.pool {
+            if !pools.insert(p.name.as_str()) {
+                out.push(format!("duplicate [[lb.pool]] {:?}", p.name));
+            }
+            if p.backend.is_empty() {
+                out.push(format!("pool {:?} has no backends", p.name));
+            }
+            if p.algorithm == LbAlgorithm::ConsistentHash
+                && !(p.hash_key == "uri"
+                    || p.hash_key == "source-ip"
+                    || p.hash_key.strip_prefix("header:").is_some_and(|h| {
+                        !h.is_empty() && http_token(h)
+                    }))
+            {
+                out.push(format!(
+                    "pool {:?}: hash_key {:?} must be \"uri\", \"source-ip\" or \"header:NAME\"",
+                    p.name, p.hash_key
+                ));
+            }
+            if let Some(c) = &p.sticky_cookie {
+                if c.is_empty() || !http_token(c) {
+                    out.push(format!(
+                        "pool {:?}: sticky_cookie {c:?} is not a valid cookie name",
+                        p.name
+                    ));
+                }
+            }
+            if let Some(h) = &p.health {
+                if h.expect_status[0] > h.expect_status[1]
+                    || h.expect_status[0] < 100
+                    || h.expect_status[1] > 599
+                {
+                    out.push(format!(
+                        "pool {:?}: expect_status {:?} must be a range within 100..=599",
+                        p.name, h.expect_status
+                    ));
+                }
+                if h.interval_ms == 0 || h.rise == 0 || h.fall == 0 {
+                    out.push(format!(
+                        "pool {:?}: health interval_ms, rise and fall must be above 0",
+                        p.name
+                    ));
+                }
+                if !h.path.starts_with('/') {
+                    out.push(format!(
+                        "pool {:?}: health path {:?} must start with /",
+                        p.name, h.path
+                    ));
+                }
+            }
+            let mut names = BTreeSet::new();
+            for b in &p.backend {
+                if !names.insert(b.name.as_str()) {
+                    out.push(format!("pool {:?}: duplicate backend {:?}", p.name, b.name));
+                }
+                if b.name.is_empty() || !http_token(&b.name) {
+                    out.push(format!(
+                        "pool {:?}: backend name {:?} may only hold letters, digits and -._~",
+                        p.name, b.name
+                    ));
+                }
+                if b.address.parse::<SocketAddr>().is_err() {
+                    out.push(format!(
+                        "pool {:?}: backend {:?} address {:?} is not IP:port",
+                        p.name, b.name, b.address
+                    ));
+                }
+                if b.weight == 0 || b.weight > 1000 {
+                    out.push(format!(
+                        "pool {:?}: backend {:?} weight {} must be 1..=1000",
+                        p.name, b.name, b.weight
+                    ));
+                }
+            }
+        }
+        let mut fronts = BTreeSet::new();
+        for f in &self.frontend {
+            if !fronts.insert(f.name.as_str()) {
+                out.push(format!("duplicate [[lb.frontend]] {:?}", f.name));
+            }
+            if f.bind.parse::<SocketAddr>().is_err() {
+                out.push(format!(
+                    "frontend {:?}: bind {:?} is not IP:port",
+                    f.name, f.bind
+                ));
+            }
+            if !pools.contains(f.pool.as_str()) {
+                out.push(format!(
+                    "frontend {:?} names unknown pool {:?}",
+                    f.name, f.pool
+                ));
+            }
+            if f.mode == LbMode::Tcp && !f.tls.is_empty() {
+                out.push(format!(
+                    "frontend {:?}: tls needs mode = \"http\" (TCP mode passes TLS through untouched)",
+                    f.name
+                ));
+            }
+            for t in &f.trusted_proxies {
+                if crate::parse_cidr(t).is_err() {
+                    out.push(format!(
+                        "frontend {:?}: trusted_proxies entry {t:?} is not an address or CIDR",
+                        f.name
+                    ));
+                }
+            }
+            if f.max_connections == 0 {
+                out.push(format!("frontend {:?}: max_connections must be above 0", f.name));
+            }
+            if f.max_header_bytes < 8192 {
+                out.push(format!(
+                    "frontend {:?}: max_header_bytes {} must be at least 8192",
+                    f.name, f.max_header_bytes
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// True when `s` uses only characters safe in a header/cookie name and value.
+fn http_token(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}

@@ -1,0 +1,610 @@
+//! The HTTP frontend: hyper's server connection loop on one side, a pooled
+//! hyper-util client per worker on the other, and the request path between.
+//!
+//! Request path, in order: reject smuggling-shaped requests hyper would
+//! accept (both `Content-Length` and `Transfer-Encoding`), drop hop-by-hop
+//! headers, add `X-Forwarded-*` and `Forwarded`, honour the sticky cookie,
+//! pick a backend, send, and on failure try another backend when the request
+//! never reached one or is idempotent (bodies up to 64 KiB are kept for that).
+
+use crate::backend::{HashKey, InFlight, SelectKey};
+use crate::{ConnGuard, FrontendRt, Settings};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use keepup_config::LbFrontend;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+/// Bodies up to this size are buffered so the request can be retried.
+const RETRY_BODY_MAX: u64 = 64 * 1024;
+
+/// The pooled client to backends (one per worker and frontend).
+pub(crate) type BackendClient = Client<HttpConnector, ProxyBody>;
+
+/// Builds the backend client for a frontend.
+pub(crate) fn backend_client(cfg: &LbFrontend) -> BackendClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms.max(1))));
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build(conn)
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Per client connection.
+struct Conn {
+    fe: Arc<FrontendRt>,
+    client: BackendClient,
+    client_ip: IpAddr,
+    tls: bool,
+    xff: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+/// Serves one accepted client connection until it ends or the frontend closes.
+pub(crate) async fn serve(
+    guard: ConnGuard,
+    settings: Arc<Settings>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    client: BackendClient,
+    mut closing: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let fe = guard.0.clone();
+    let mut client_addr = peer;
+    let hrt = settings.header_read_timeout();
+    if !settings.trusted.is_empty() && settings.is_trusted(peer.ip()) {
+        match tokio::time::timeout(hrt, crate::proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(h)) => {
+                if let Some(src) = h.source {
+                    client_addr = src;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(frontend = %fe.name, %peer, "PROXY header: {e}");
+                fe.counters.errors.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(_) => {
+                fe.counters.errors.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+    }
+    let ip = client_addr.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let tls = settings.tls.is_some();
+    let ip_text = ip.to_string();
+    let forwarded = match ip {
+        IpAddr::V4(_) => format!("for={ip_text};proto={}", if tls { "https" } else { "http" }),
+        IpAddr::V6(_) => format!(
+            "for=\"[{ip_text}]\";proto={}",
+            if tls { "https" } else { "http" }
+        ),
+    };
+    let (Ok(xff), Ok(forwarded)) = (
+        HeaderValue::from_str(&ip_text),
+        HeaderValue::from_str(&forwarded),
+    ) else {
+        return;
+    };
+    let conn = Arc::new(Conn {
+        fe: fe.clone(),
+        client,
+        client_ip: ip,
+        tls,
+        xff,
+        forwarded,
+    });
+    match &settings.tls {
+        None => serve_h1(TokioIo::new(stream), conn, &settings, &mut closing).await,
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(hrt, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    fe.counters.errors.fetch_add(1, Relaxed);
+                    return;
+                }
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                serve_h2(TokioIo::new(tls_stream), conn, &settings, &mut closing).await
+            } else {
+                serve_h1(TokioIo::new(tls_stream), conn, &settings, &mut closing).await
+            }
+        }
+    }
+    drop(guard);
+}
+
+async fn serve_h1<I>(
+    io: TokioIo<I>,
+    conn: Arc<Conn>,
+    settings: &Settings,
+    closing: &mut watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout())
+        .max_buf_size(settings.cfg.max_header_bytes.max(8192))
+        .max_headers(settings.cfg.max_headers)
+        .keep_alive(true);
+    let svc = service_fn(move |req| {
+        let c = conn.clone();
+        async move { Ok::<_, Infallible>(handle(c, req).await) }
+    });
+    let c = b.serve_connection(io, svc);
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("client connection: {e}");
+            }
+        }
+        _ = closed(closing) => {
+            c.as_mut().graceful_shutdown();
+            let _ = c.await;
+        }
+    }
+}
+
+async fn serve_h2<I>(
+    io: TokioIo<I>,
+    conn: Arc<Conn>,
+    settings: &Settings,
+    closing: &mut watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let svc = service_fn(move |req| {
+        let c = conn.clone();
+        async move { Ok::<_, Infallible>(handle(c, req).await) }
+    });
+    let c = b.serve_connection(io, svc);
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("client h2 connection: {e}");
+            }
+        }
+        _ = closed(closing) => {
+            c.as_mut().graceful_shutdown();
+            let _ = c.await;
+        }
+    }
+}
+
+/// Resolves once the frontend starts closing.
+async fn closed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn handle(c: Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let settings = c.fe.settings.load_full();
+    c.fe.counters.requests.fetch_add(1, Relaxed);
+    let resp = proxy(&c, &settings, req).await;
+    c.fe.counters.status(resp.status().as_u16());
+    c.fe.counters.latency.observe(start.elapsed());
+    resp
+}
+
+/// A plain-text error response; `close` also ends the client connection.
+fn error(status: StatusCode, close: bool) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut r = Response::new(ProxyBody::Full(Some(Bytes::from_static(reason.as_bytes()))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Removes headers that belong to one connection, not to the message.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(v) = h.get(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            let named: Vec<HeaderName> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|t| HeaderName::try_from(t).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+        h.remove(header::CONNECTION);
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+/// The value of cookie `name` in the request, if any.
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in h.get_all(header::COOKIE) {
+        for part in v.as_bytes().split(|&b| b == b';') {
+            let part = part.trim_ascii();
+            if let Some(eq) = part.iter().position(|&b| b == b'=') {
+                if &part[..eq] == name.as_bytes() {
+                    return Some(&part[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+enum ReqBody {
+    /// Kept in memory: can be sent again.
+    Kept(Option<Bytes>),
+    /// Streamed from the client: one try only.
+    Stream(Option<Incoming>),
+}
+
+async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let h = &mut parts.headers;
+
+    // hyper takes Transfer-Encoding over Content-Length when both are sent
+    // (RFC 9112 6.1 allows it); a proxy is safer rejecting the message.
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return error(StatusCode::BAD_REQUEST, true);
+    }
+    let content_length = match h.get(header::CONTENT_LENGTH) {
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => return error(StatusCode::BAD_REQUEST, true),
+        },
+        None => None,
+    };
+    strip_hop_by_hop(h);
+    if h.contains_key(header::EXPECT) {
+        // hyper answers `100 Continue` itself when the body is read.
+        h.remove(header::EXPECT);
+    }
+    if !h.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    // X-Forwarded-For: append to what an upstream proxy already wrote.
+    if h.contains_key(&X_FORWARDED_FOR) {
+        let mut all: Vec<u8> = Vec::new();
+        for v in h.get_all(&X_FORWARDED_FOR) {
+            if !all.is_empty() {
+                all.extend_from_slice(b", ");
+            }
+            all.extend_from_slice(v.as_bytes());
+        }
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(c.xff.as_bytes());
+        match HeaderValue::from_bytes(&all) {
+            Ok(v) => {
+                h.insert(&X_FORWARDED_FOR, v);
+            }
+            Err(_) => return error(StatusCode::BAD_REQUEST, false),
+        }
+    } else {
+        h.insert(&X_FORWARDED_FOR, c.xff.clone());
+    }
+    h.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if c.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(&X_FORWARDED_HOST, host);
+    }
+    h.append(header::FORWARDED, c.forwarded.clone());
+
+    let pool = s.pool.clone();
+    let pinned = pool
+        .sticky_name
+        .as_deref()
+        .and_then(|name| cookie(h, name))
+        .and_then(|v| pool.sticky_backend(v))
+        .map(|(i, b)| (i, b.clone()));
+    let hash: Option<Vec<u8>> = match (&pool.cfg.algorithm, &pool.hash_key) {
+        (keepup_config::LbAlgorithm::ConsistentHash, HashKey::Uri) => parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().as_bytes().to_vec()),
+        (keepup_config::LbAlgorithm::ConsistentHash, HashKey::Header(n)) => {
+            h.get(n).map(|v| v.as_bytes().to_vec())
+        }
+        _ => None,
+    };
+    let key = SelectKey {
+        client_ip: Some(c.client_ip),
+        hash: hash.as_deref(),
+    };
+
+    let mut body = if body.is_end_stream() {
+        ReqBody::Kept(None)
+    } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+        let t = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+        match tokio::time::timeout(t, http_body_util::Limited::new(body, RETRY_BODY_MAX as usize).collect()).await {
+            Ok(Ok(b)) => {
+                let b = b.to_bytes();
+                c.fe.counters.bytes_in.fetch_add(b.len() as u64, Relaxed);
+                ReqBody::Kept(Some(b))
+            }
+            Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, true),
+            Err(_) => return error(StatusCode::REQUEST_TIMEOUT, true),
+        }
+    } else {
+        ReqBody::Stream(Some(body))
+    };
+
+    let idempotent = is_idempotent(&parts.method);
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let backend_timeout = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+    let attempts = 1 + s.cfg.retries as usize;
+    let mut tried = 0u64;
+    let mut failed = false;
+    for attempt in 0..attempts {
+        let (idx, b) = match (&pinned, attempt) {
+            (Some((i, b)), 0) => (*i, b.clone()),
+            _ => match pool.select(key, tried) {
+                Some((i, b)) => (i, b.clone()),
+                None => break,
+            },
+        };
+        tried |= 1u64 << (idx % 64);
+        let req_body = match &mut body {
+            ReqBody::Kept(b) => ProxyBody::Full(b.clone()),
+            ReqBody::Stream(inc) => match inc.take() {
+                Some(inner) => ProxyBody::Client {
+                    inner,
+                    fe: c.fe.clone(),
+                },
+                None => break,
+            },
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(b.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        let Ok(uri) = Uri::from_parts(uri) else {
+            return error(StatusCode::BAD_REQUEST, false);
+        };
+        let mut r = Request::new(req_body);
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = uri;
+        *r.version_mut() = Version::HTTP_11;
+        *r.headers_mut() = if attempt + 1 == attempts || matches!(body, ReqBody::Stream(_)) {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        b.counters.requests.fetch_add(1, Relaxed);
+        let flight = InFlight::new(b.clone());
+        let t0 = Instant::now();
+        match tokio::time::timeout(backend_timeout, c.client.request(r)).await {
+            Ok(Ok(resp)) => {
+                let code = resp.status().as_u16();
+                b.counters.latency.observe(t0.elapsed());
+                b.counters.status(code);
+                if code >= 500 && pool.passive_5xx() {
+                    pool.observe_failure(&b);
+                } else {
+                    pool.observe_success(&b);
+                }
+                let set_cookie = match (&pool.sticky_name, &pinned) {
+                    (Some(name), p) if p.as_ref().map(|(i, _)| *i) != Some(idx) => {
+                        HeaderValue::from_str(&format!("{name}={}; Path=/; HttpOnly", b.name)).ok()
+                    }
+                    _ => None,
+                };
+                let (mut rp, inner) = resp.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                if let Some(v) = set_cookie {
+                    rp.headers.append(header::SET_COOKIE, v);
+                }
+                return Response::from_parts(
+                    rp,
+                    ProxyBody::Backend {
+                        inner,
+                        fe: c.fe.clone(),
+                        flight,
+                    },
+                );
+            }
+            Ok(Err(e)) => {
+                b.counters.errors.fetch_add(1, Relaxed);
+                pool.observe_failure(&b);
+                failed = true;
+                let retry = matches!(body, ReqBody::Kept(_)) && (e.is_connect() || idempotent);
+                tracing::debug!(backend = %b.name, retry, "backend request failed: {e:?}");
+                if !retry {
+                    break;
+                }
+                if parts.headers.is_empty() {
+                    break;
+                }
+            }
+            Err(_) => {
+                b.counters.errors.fetch_add(1, Relaxed);
+                pool.observe_failure(&b);
+                return error(StatusCode::GATEWAY_TIMEOUT, false);
+            }
+        }
+    }
+    if failed {
+        error(StatusCode::BAD_GATEWAY, false)
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, false)
+    }
+}
+
+/// The one body type on both sides of the proxy, so nothing is boxed.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A body held in memory (error pages, bodies kept for retries).
+    Full(Option<Bytes>),
+    /// A client's request body streamed to a backend.
+    Client {
+        /// The client's body.
+        inner: Incoming,
+        /// Counts bytes in.
+        fe: Arc<FrontendRt>,
+    },
+    /// A backend's response body streamed to the client.
+    Backend {
+        /// The backend's body.
+        inner: Incoming,
+        /// Counts bytes out.
+        fe: Arc<FrontendRt>,
+        /// Keeps the request counted as in flight until the body ends.
+        flight: InFlight,
+    },
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Client { inner, fe } => {
+                let r = std::task::ready!(Pin::new(inner).poll_frame(cx));
+                if let Some(Ok(f)) = &r {
+                    if let Some(d) = f.data_ref() {
+                        fe.counters.bytes_in.fetch_add(d.len() as u64, Relaxed);
+                    }
+                }
+                Poll::Ready(r)
+            }
+            ProxyBody::Backend { inner, fe, flight } => {
+                let r = std::task::ready!(Pin::new(inner).poll_frame(cx));
+                match &r {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            let n = d.len() as u64;
+                            fe.counters.bytes_out.fetch_add(n, Relaxed);
+                            flight.0.counters.bytes_out.fetch_add(n, Relaxed);
+                        }
+                    }
+                    Some(Err(_)) => {
+                        flight.0.counters.errors.fetch_add(1, Relaxed);
+                    }
+                    None => {}
+                }
+                Poll::Ready(r)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Client { inner, .. } | ProxyBody::Backend { inner, .. } => {
+                inner.is_end_stream()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Client { inner, .. } | ProxyBody::Backend { inner, .. } => {
+                inner.size_hint()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn cookie_lookup() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; SRV=web-2;b=3"));
+        assert_eq!(cookie(&h, "SRV"), Some(&b"web-2"[..]));
+        assert_eq!(cookie(&h, "b"), Some(&b"3"[..]));
+        assert_eq!(cookie(&h, "SR"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! The TCP (layer 4) frontend: pick a backend by the client address, connect
+//! (trying the next backend when a connect fails), optionally send a PROXY
+//! header, then copy bytes both ways until either side closes or the
+//! connection is idle for `idle_timeout_ms`.
+
+use crate::backend::{now_ms, InFlight, SelectKey};
+use crate::{proxy_protocol, ConnGuard, Settings};
+use keepup_config::ProxyProtocolVersion;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Serves one client connection.
+pub(crate) async fn serve(
+    guard: ConnGuard,
+    s: Arc<Settings>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let fe = guard.0.clone();
+    let start = Instant::now();
+    fe.counters.requests.fetch_add(1, Relaxed);
+    let mut src = peer;
+    let mut dst = client.local_addr().unwrap_or(fe.local);
+    if !s.trusted.is_empty() && s.is_trusted(peer.ip()) {
+        match tokio::time::timeout(
+            s.header_read_timeout(),
+            proxy_protocol::read_header(&mut client),
+        )
+        .await
+        {
+            Ok(Ok(h)) => {
+                if let (Some(a), Some(b)) = (h.source, h.destination) {
+                    src = a;
+                    dst = b;
+                }
+            }
+            _ => {
+                fe.counters.errors.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+    }
+    let pool = s.pool.clone();
+    let key = SelectKey {
+        client_ip: Some(src.ip()),
+        hash: None,
+    };
+    let connect_timeout = Duration::from_millis(s.cfg.connect_timeout_ms.max(1));
+    let mut tried = 0u64;
+    let mut upstream = None;
+    for _ in 0..=s.cfg.retries {
+        let Some((i, b)) = pool.select(key, tried) else {
+            break;
+        };
+        tried |= 1u64 << (i % 64);
+        let b = b.clone();
+        b.counters.requests.fetch_add(1, Relaxed);
+        let t0 = Instant::now();
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await {
+            Ok(Ok(conn)) => {
+                b.counters.latency.observe(t0.elapsed());
+                pool.observe_success(&b);
+                upstream = Some((conn, b));
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %b.name, "connect: {e}");
+                b.counters.errors.fetch_add(1, Relaxed);
+                pool.observe_failure(&b);
+            }
+            Err(_) => {
+                b.counters.errors.fetch_add(1, Relaxed);
+                pool.observe_failure(&b);
+            }
+        }
+    }
+    let Some((mut conn, b)) = upstream else {
+        fe.counters.errors.fetch_add(1, Relaxed);
+        fe.counters.status(503);
+        return;
+    };
+    let flight = InFlight::new(b.clone());
+    let _ = conn.set_nodelay(true);
+    fe.counters.latency.observe(start.elapsed());
+    let mut header = Vec::new();
+    match s.cfg.send_proxy_protocol {
+        ProxyProtocolVersion::None => {}
+        ProxyProtocolVersion::V1 => proxy_protocol::encode_v1(src, dst, &mut header),
+        ProxyProtocolVersion::V2 => proxy_protocol::encode_v2(src, dst, &mut header),
+    }
+    if !header.is_empty() && conn.write_all(&header).await.is_err() {
+        b.counters.errors.fetch_add(1, Relaxed);
+        fe.counters.errors.fetch_add(1, Relaxed);
+        return;
+    }
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let mut a = Activity {
+        inner: client,
+        last: last.clone(),
+    };
+    let mut z = Activity {
+        inner: conn,
+        last: last.clone(),
+    };
+    let idle = s.cfg.idle_timeout_ms.max(1);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut z, 16 * 1024, 16 * 1024);
+    tokio::pin!(copy);
+    let watchdog = async {
+        loop {
+            let since = now_ms().saturating_sub(last.load(Relaxed));
+            if since >= idle {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(idle - since)).await;
+        }
+    };
+    tokio::select! {
+        r = &mut copy => match r {
+            Ok((up, down)) => {
+                fe.counters.bytes_in.fetch_add(up, Relaxed);
+                fe.counters.bytes_out.fetch_add(down, Relaxed);
+                b.counters.bytes_in.fetch_add(up, Relaxed);
+                b.counters.bytes_out.fetch_add(down, Relaxed);
+                fe.counters.status(200);
+            }
+            Err(_) => {
+                fe.counters.errors.fetch_add(1, Relaxed);
+            }
+        },
+        _ = watchdog => {
+            tracing::debug!(frontend = %fe.name, "idle TCP connection closed");
+        }
+    }
+    drop(flight);
+    drop(guard);
+}
+
+/// Records the time of the last byte read on either side.
+struct Activity {
+    inner: TcpStream,
+    last: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Activity {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Activity {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

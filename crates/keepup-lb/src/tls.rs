@@ -1,0 +1,79 @@
+//! TLS termination: certificates from PEM files, SNI picks among several,
+//! ALPN offers HTTP/2 and HTTP/1.1.
+
+use crate::LbError;
+use keepup_config::LbTlsCert;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct SniResolver {
+    certs: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            if let Ok(sn) = ServerName::try_from(name) {
+                for ck in &self.certs {
+                    let Some(leaf) = ck.cert.first() else { continue };
+                    let ok = webpki::EndEntityCert::try_from(leaf)
+                        .and_then(|c| c.verify_is_valid_for_subject_name(&sn))
+                        .is_ok();
+                    if ok {
+                        return Some(ck.clone());
+                    }
+                }
+            }
+        }
+        self.certs.first().cloned()
+    }
+}
+
+fn load(c: &LbTlsCert) -> Result<Arc<CertifiedKey>, LbError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| LbError::Tls {
+            path: c.cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(LbError::Tls {
+            path: c.cert.display().to_string(),
+            reason: "no certificate in the file".to_string(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| LbError::Tls {
+        path: c.key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| LbError::Tls {
+            path: c.key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+}
+
+/// A TLS acceptor for these certificates (the first is the default).
+pub(crate) fn acceptor(certs: &[LbTlsCert]) -> Result<tokio_rustls::TlsAcceptor, LbError> {
+    let certs = certs.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| LbError::Tls {
+        path: String::new(),
+        reason: e.to_string(),
+    })?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(SniResolver { certs }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
