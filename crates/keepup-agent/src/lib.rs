@@ -1,1 +1,151 @@
-//! keepup-agent (work in progress).
+//! The keepup agent: the I/O around the pure cluster core.
+//!
+//! ```text
+//!   heartbeat thread (own OS thread, SCHED_FIFO, memory locked)
+//!     UDP socket ──decode/verify/replay-check──> Core ──Send──> UDP to every peer, every link
+//!                                                  │ Start/Stop              ▲ outcomes (channel + waker)
+//!                                                  ▼                         │
+//!   tokio runtime:  resource runner (start in order, stop in reverse, monitor)
+//!                   ping checker (split-brain) ──connected──> heartbeat thread
+//!                   HTTP API (status, events, metrics, control)
+//! ```
+//!
+//! The heartbeat thread never waits on anything but its sockets and its
+//! next deadline, so a slow resource script or a busy runtime cannot delay
+//! a heartbeat or a failure detection. See `docs/lifecycle-agent.md`.
+
+mod heartbeat;
+mod ping;
+mod rt;
+mod runner;
+mod shared;
+
+pub use heartbeat::{Command, HeartbeatHandle};
+pub use shared::Shared;
+
+use anyhow::Context;
+use keepup_config::Config;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extra parts the binary plugs into the agent (load balancer, database).
+pub trait Extension: Send + Sync {
+    /// Status section name and JSON (e.g. `("lb", {...})`).
+    fn status(&self) -> (&'static str, serde_json::Value);
+    /// Prometheus text to append to `/metrics`.
+    fn metrics(&self, out: &mut String);
+    /// Handles a control request this extension owns (None: not mine).
+    fn control(
+        &self,
+        req: &keepup_api::types::ControlRequest,
+    ) -> Option<keepup_api::BoxFuture<'_, keepup_api::types::ControlResponse>>;
+}
+
+/// Options of one agent run.
+pub struct AgentOptions {
+    /// The validated config.
+    pub config: Config,
+    /// This node's name.
+    pub me: String,
+    /// Extensions (load balancer, database) with their status and control.
+    pub extensions: Vec<Arc<dyn Extension>>,
+}
+
+/// Runs the agent until `shutdown` resolves, then releases everything and
+/// tells the peers before returning.
+pub async fn run(
+    opts: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let cfg = &opts.config.file;
+    let key = std::fs::read(&cfg.cluster.key_file.get_ref()).with_context(|| {
+        format!(
+            "cannot read key file {}",
+            cfg.cluster.key_file.get_ref().display()
+        )
+    })?;
+    let shared = Arc::new(Shared::new(&opts.me));
+
+    // Resources: built once; a stale VIP left by a crashed previous run is removed
+    // before this node takes part (every stop is idempotent).
+    let runner = runner::Runner::new(&opts.config, &opts.me, shared.clone())?;
+    runner.stop_everything_at_boot().await;
+
+    let (hb, mut from_core) = heartbeat::start(
+        &opts.config,
+        &opts.me,
+        keepup_wire::Key::new(key),
+        shared.clone(),
+    )?;
+    let runner = Arc::new(runner);
+
+    // Resource operations requested by the core.
+    {
+        let runner = runner.clone();
+        let hb = hb.clone();
+        tokio::spawn(async move {
+            while let Some(req) = from_core.recv().await {
+                let runner = runner.clone();
+                let hb = hb.clone();
+                tokio::spawn(async move {
+                    let (group, outcome) = runner.perform(req, &hb).await;
+                    hb.send(Command::Resource(group, outcome));
+                });
+            }
+        });
+    }
+
+    // Split-brain protection: ping targets.
+    if !cfg.split_brain.ping_targets.is_empty() {
+        let targets = cfg
+            .split_brain
+            .ping_targets
+            .iter()
+            .filter_map(|t| t.get_ref().parse().ok())
+            .collect();
+        tokio::spawn(ping::run(
+            targets,
+            Duration::from_millis(cfg.split_brain.ping_interval_ms),
+            cfg.split_brain.ping_fail_count,
+            hb.clone(),
+        ));
+    }
+
+    // The API.
+    let api_addr = cfg.api.listen.clone();
+    let token = match &cfg.api.token_file {
+        Some(t) => Some(
+            std::fs::read_to_string(t.get_ref())
+                .with_context(|| format!("cannot read API token file {}", t.get_ref().display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let backend = Arc::new(shared::ApiBackend {
+        shared: shared.clone(),
+        hb: hb.clone(),
+        token,
+        extensions: opts.extensions.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&api_addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(keepup_api::serve(listener, backend, async {
+        let _ = api_stop_rx.await;
+    }));
+    tracing::info!(node = %opts.me, api = %api_addr, "agent running");
+
+    shutdown.await;
+    tracing::info!("stopping: releasing resources and telling peers");
+    hb.send(Command::Shutdown);
+    // Releasing waits for resource stops, each bounded by its timeout.
+    let joined = tokio::task::spawn_blocking(move || hb.join()).await;
+    if let Ok(Err(e)) = joined {
+        tracing::warn!("heartbeat thread: {e}");
+    }
+    let _ = api_stop_tx.send(());
+    let _ = api.await;
+    Ok(())
+}

@@ -1,1 +1,19 @@
-//! keepup-api (work in progress).
+//! The agent's HTTP API: one vocabulary (serde types in [`types`]) shared by
+//! `keepup status`, the control commands, `/metrics` and the dashboard.
+//!
+//! Routes:
+//! - `GET /v1/status` — [`types::StatusReport`] as JSON (open on loopback; token elsewhere)
+//! - `GET /v1/events` — recent [`types::EventRecord`]s as JSON
+//! - `GET /metrics` — Prometheus text format
+//! - `POST /v1/...` — control requests ([`types::ControlRequest`]), bearer token required
+//!   unless the request comes from loopback and no token file is configured
+//!
+//! The server takes an already-bound listener and a shutdown future, so
+//! tests bind port 0 and never guess ports.
+
+#![forbid(unsafe_code)]
+
+mod server;
+pub mod types;
+
+pub use server::{serve, Backend, BoxFuture};

@@ -9,7 +9,13 @@ use std::path::PathBuf;
 #[command(name = "keepup", version, about, long_about = None)]
 pub struct Cli {
     /// Path of keepup.toml.
-    #[arg(short, long, global = true, env = "KEEPUP_CONFIG", default_value = "/etc/keepup/keepup.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "KEEPUP_CONFIG",
+        default_value = "/etc/keepup/keepup.toml"
+    )]
     pub config: PathBuf,
     /// This node's name (default: the host name).
     #[arg(long, global = true, env = "KEEPUP_NODE")]

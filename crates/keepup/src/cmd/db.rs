@@ -12,3 +12,8 @@ pub struct DbArgs {}
 pub fn run(_config: &Path, _args: DbArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("not yet implemented")
 }
+
+/// Renders the `db` part of a status document for a person.
+pub fn render_status(db: &serde_json::Value, _colour: bool) -> String {
+    format!("  {}\n", db)
+}

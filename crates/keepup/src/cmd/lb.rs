@@ -12,3 +12,8 @@ pub struct LbArgs {}
 pub fn run(_config: &Path, _args: LbArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("not yet implemented")
 }
+
+/// Renders the `lb` part of a status document for a person.
+pub fn render_status(lb: &serde_json::Value, _colour: bool) -> String {
+    format!("  {}\n", lb)
+}

@@ -26,7 +26,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the config with every host check (key file, this node's addresses).
-pub fn load_for_this_host(path: &std::path::Path, node: Option<&str>) -> anyhow::Result<(Config, String)> {
+pub fn load_for_this_host(
+    path: &std::path::Path,
+    node: Option<&str>,
+) -> anyhow::Result<(Config, String)> {
     let config = Config::load(path, HostChecks::Full)?;
     let me = config.local_node(node)?.clone();
     config.check_local_addresses(&me)?;

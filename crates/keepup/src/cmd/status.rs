@@ -1,18 +1,255 @@
-//! `keepup status`.
+//! `keepup status`: one screen on the cluster, from the local agent's API.
 
+use anyhow::Context;
 use clap::Args;
+use keepup_config::{Config, HostChecks};
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 /// Arguments of `keepup status`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Shows the cluster as the local agent sees it: nodes (up/down, links, \
+last heard, priority), resource groups and their owner, load-balancer pools, database \
+topology, dropped packets and the last transitions.\n\n\
+--json prints the API's status document (schema in docs/api.md) for scripts."
+)]
 pub struct StatusArgs {
-    /// Print JSON for scripts.
+    /// Print the status document as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Agent API address (default: api.listen from the config).
+    #[arg(long)]
+    pub api: Option<String>,
+}
+
+/// Fetches `path` from the agent API (GET).
+pub async fn api_get(api: &str, path: &str) -> anyhow::Result<Value> {
+    let url = format!("http://{api}{path}");
+    let resp = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| {
+            format!("no agent answers at {api} (is `keepup run` running on this node?)")
+        })?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("bad answer from {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url}: HTTP {status}: {}",
+            body["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(body)
+}
+
+/// The API address: `--api`, else the config's `api.listen`.
+pub fn api_address(config: &Path, explicit: Option<&str>) -> anyhow::Result<String> {
+    if let Some(a) = explicit {
+        return Ok(a.to_string());
+    }
+    let c = Config::load(config, HostChecks::FileOnly)?;
+    Ok(c.file.api.listen)
 }
 
 /// Asks the local agent and prints what it knows.
-pub fn run(_config: &Path, _args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+pub fn run(config: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let api = api_address(config, args.api.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    loop {
+        let doc = rt.block_on(api_get(&api, "/v1/status"))?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        } else {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            if args.watch && colour {
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            write!(out, "{}", render(&doc, colour))?;
+        }
+        out.flush()?;
+        if !args.watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+struct Paint(bool);
+impl Paint {
+    fn c(&self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn good(&self, s: &str) -> String {
+        self.c("32", s)
+    }
+    fn bad(&self, s: &str) -> String {
+        self.c("31;1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.c("2", s)
+    }
+    fn bold(&self, s: &str) -> String {
+        self.c("1", s)
+    }
+}
+
+/// Renders the status document for a person.
+pub fn render(doc: &Value, colour: bool) -> String {
+    use std::fmt::Write;
+    let p = Paint(colour);
+    let mut o = String::new();
+    let cl = &doc["cluster"];
+    let _ = writeln!(
+        o,
+        "{} {}   node {}   up {:.0}s   keepup {}{}",
+        p.bold("cluster"),
+        cl["cluster"].as_str().unwrap_or("?"),
+        doc["node"].as_str().unwrap_or("?"),
+        doc["uptime_s"].as_f64().unwrap_or(0.0),
+        doc["version"].as_str().unwrap_or("?"),
+        if doc["realtime"].as_bool() == Some(true) {
+            "   realtime"
+        } else {
+            "   (no realtime priority)"
+        }
+    );
+    let _ = writeln!(o, "\n{}", p.bold("NODES"));
+    let _ = writeln!(
+        o,
+        "  {:<16} {:<6} {:>8} {:<10} {:>12}  flags",
+        "name", "state", "priority", "links", "last heard"
+    );
+    for n in cl["nodes"].as_array().into_iter().flatten() {
+        let alive = n["alive"].as_bool() == Some(true);
+        let state = if alive {
+            p.good("up    ")
+        } else {
+            p.bad("DOWN  ")
+        };
+        let links: String = n["links"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| if l.as_bool() == Some(true) { '+' } else { '-' })
+            .collect();
+        let heard = if n["me"].as_bool() == Some(true) {
+            "(this node)".to_string()
+        } else {
+            match n["last_heard_ms"].as_u64() {
+                Some(ms) => format!("{ms} ms ago"),
+                None => "never".to_string(),
+            }
+        };
+        let mut flags = Vec::new();
+        if n["standby"].as_bool() == Some(true) {
+            flags.push("standby");
+        }
+        if n["connected"].as_bool() == Some(false) {
+            flags.push("cut-off");
+        }
+        if n["quorum"].as_bool() == Some(false) {
+            flags.push("no-quorum");
+        }
+        let _ = writeln!(
+            o,
+            "  {:<16} {} {:>8} {:<10} {:>12}  {}",
+            n["name"].as_str().unwrap_or("?"),
+            state,
+            n["priority"].as_u64().unwrap_or(0),
+            links,
+            heard,
+            flags.join(",")
+        );
+    }
+    let _ = writeln!(o, "\n{}", p.bold("GROUPS"));
+    for g in cl["groups"].as_array().into_iter().flatten() {
+        let owner = match g["owner"].as_str() {
+            Some(o) => p.good(o),
+            None => p.bad("(nobody)"),
+        };
+        let _ = write!(
+            o,
+            "  {:<16} owner {}   here: {}",
+            g["name"].as_str().unwrap_or("?"),
+            owner,
+            g["local_state"].as_str().unwrap_or("?")
+        );
+        if let Some(b) = g["backoff_ms"].as_u64() {
+            let _ = write!(o, "   {}", p.bad(&format!("failed here, back-off {b} ms")));
+        }
+        let _ = writeln!(o);
+        for r in doc["resources"].as_array().into_iter().flatten() {
+            if r["group"] == g["name"] {
+                let _ = write!(
+                    o,
+                    "      {:<36} {}",
+                    r["resource"].as_str().unwrap_or("?"),
+                    r["state"].as_str().unwrap_or("?")
+                );
+                if let Some(e) = r["last_error"].as_str() {
+                    let _ = write!(o, "  {}", p.bad(e));
+                }
+                let _ = writeln!(o);
+            }
+        }
+    }
+    if let Some(drops) = doc["dropped_packets"].as_object() {
+        if !drops.is_empty() {
+            let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(o, "\n{} {}", p.bold("DROPPED PACKETS"), list.join(" "));
+        }
+    }
+    if let Some(lb) = doc.get("lb").filter(|v| !v.is_null()) {
+        let _ = writeln!(o, "\n{}", p.bold("LOAD BALANCER"));
+        let _ = write!(o, "{}", crate::cmd::lb::render_status(lb, colour));
+    }
+    if let Some(db) = doc.get("db").filter(|v| !v.is_null()) {
+        let _ = writeln!(o, "\n{}", p.bold("DATABASE"));
+        let _ = write!(o, "{}", crate::cmd::db::render_status(db, colour));
+    }
+    let events = doc["events"].as_array().cloned().unwrap_or_default();
+    if !events.is_empty() {
+        let _ = writeln!(o, "\n{}", p.bold("RECENT TRANSITIONS"));
+        for e in events.iter().rev().take(10).rev() {
+            let ms = e["unix_ms"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "  {}  {}",
+                p.dim(&format_time(ms)),
+                e["text"].as_str().unwrap_or("")
+            );
+        }
+    }
+    o
+}
+
+/// `HH:MM:SS.mmm` UTC for a unix time in ms.
+fn format_time(unix_ms: u64) -> String {
+    let s = unix_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        unix_ms % 1000
+    )
 }

@@ -1,0 +1,388 @@
+//! The heartbeat thread: the only place the cluster core runs.
+//!
+//! One OS thread owns the UDP socket and the [`Core`]. It sleeps in
+//! `mio::Poll` until a packet arrives, a command is posted (through a
+//! `mio::Waker`), or the core's next deadline, whichever is first. Each wake:
+//! read every pending datagram, verify and feed it; apply commands; tick;
+//! perform the core's actions. Resource work is handed to the tokio runtime
+//! and never runs here, so nothing can hold up a heartbeat.
+
+use crate::shared::Shared;
+use anyhow::Context;
+use keepup_cluster::{Action, Core, ResourceOutcome, Spec};
+use keepup_config::Config;
+use keepup_wire::{decode, encode, DropReason, Key, Packet, ReplayGuard, MAX_PACKET};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// Something the rest of the agent tells the heartbeat thread.
+#[derive(Debug)]
+pub enum Command {
+    /// The outcome of a start/stop/monitor for a group.
+    Resource(String, ResourceOutcome),
+    /// Whether the ping targets are reachable.
+    Connected(bool),
+    /// Enter or leave standby.
+    Standby(bool),
+    /// Release everything, tell the peers, exit.
+    Shutdown,
+}
+
+/// A resource operation the core asked for.
+#[derive(Debug, Clone)]
+pub enum ResourceRequest {
+    /// Start the group's resources in order.
+    Start(String),
+    /// Stop them in reverse order.
+    Stop(String),
+}
+
+/// A cloneable handle to post commands to the heartbeat thread.
+#[derive(Clone)]
+pub struct HeartbeatHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Arc<Mutex<Option<JoinHandle<anyhow::Result<()>>>>>,
+}
+
+impl HeartbeatHandle {
+    /// Posts a command and wakes the thread.
+    pub fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Waits for the thread to finish (after [`Command::Shutdown`]).
+    pub fn join(&self) -> anyhow::Result<()> {
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("heartbeat thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+struct Peer {
+    name: String,
+    /// Address per link.
+    addrs: Vec<SocketAddr>,
+}
+
+struct Loop {
+    core: Core,
+    key: Key,
+    socket: UdpSocket,
+    peers: Vec<Peer>,
+    by_source: HashMap<IpAddr, (usize, u8)>,
+    guard: ReplayGuard,
+    generation: u64,
+    seq: u64,
+    epoch: Instant,
+    shared: Arc<Shared>,
+    to_runtime: tokio::sync::mpsc::UnboundedSender<ResourceRequest>,
+    /// Per drop reason: when it was last logged (logged at most once per interval).
+    last_logged: HashMap<&'static str, Instant>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    finished: bool,
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Starts the heartbeat thread; returns its handle and the stream of
+/// resource operations for the runtime to perform.
+pub fn start(
+    config: &Config,
+    me: &str,
+    key: Key,
+    shared: Arc<Shared>,
+) -> anyhow::Result<(
+    HeartbeatHandle,
+    tokio::sync::mpsc::UnboundedReceiver<ResourceRequest>,
+)> {
+    let cfg = &config.file;
+    let port = cfg.cluster.port;
+    let any_v6 = cfg
+        .node
+        .iter()
+        .flat_map(|n| n.addresses.iter())
+        .any(|a| a.get_ref().parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()));
+    let bind: SocketAddr = if any_v6 {
+        SocketAddr::from(([0u16; 8], port))
+    } else {
+        SocketAddr::from(([0u8; 4], port))
+    };
+    let std_sock = std::net::UdpSocket::bind(bind)
+        .with_context(|| format!("cannot bind the heartbeat socket on UDP port {port}"))?;
+    std_sock.set_nonblocking(true)?;
+    let mut socket = UdpSocket::from_std(std_sock);
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut socket, SOCKET, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+
+    let mut peers = Vec::new();
+    let mut by_source = HashMap::new();
+    for n in cfg.node.iter().filter(|n| n.name.get_ref() != me) {
+        let addrs: Vec<SocketAddr> = n
+            .addresses
+            .iter()
+            .filter_map(|a| a.get_ref().parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        for (l, a) in addrs.iter().enumerate() {
+            by_source.insert(canonical(a.ip()), (peers.len(), l as u8));
+        }
+        peers.push(Peer {
+            name: n.name.get_ref().clone(),
+            addrs,
+        });
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let (to_runtime, from_core) = tokio::sync::mpsc::unbounded_channel();
+    let generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let spec = Spec::from_config(cfg, me);
+    let realtime = cfg.cluster.realtime;
+    let epoch = Instant::now();
+    let shared2 = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("keepup-heartbeat".into())
+        .spawn(move || {
+            if realtime {
+                match crate::rt::make_current_thread_realtime(50) {
+                    Ok(()) => shared2.set_realtime(true),
+                    Err(e) => {
+                        tracing::warn!("heartbeat thread runs without real-time priority: {e}")
+                    }
+                }
+            }
+            let core = Core::new(spec, Duration::ZERO);
+            let mut l = Loop {
+                core,
+                key,
+                socket,
+                peers,
+                by_source,
+                guard: ReplayGuard::default(),
+                generation,
+                seq: 0,
+                epoch,
+                shared: shared2,
+                to_runtime,
+                last_logged: HashMap::new(),
+                buf: vec![0u8; MAX_PACKET + 1],
+                out: Vec::with_capacity(MAX_PACKET),
+                finished: false,
+            };
+            l.run(poll, rx)
+        })
+        .context("cannot start the heartbeat thread")?;
+    Ok((
+        HeartbeatHandle {
+            tx,
+            waker,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        },
+        from_core,
+    ))
+}
+
+impl Loop {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn run(&mut self, mut poll: Poll, rx: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(64);
+        let mut last_publish = Duration::ZERO;
+        self.perform_actions();
+        loop {
+            let now = self.now();
+            let deadline = self.core.next_deadline(now);
+            let wait = deadline.saturating_sub(now);
+            if let Err(e) = poll.poll(&mut events, Some(wait)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e).context("heartbeat poll failed");
+                }
+            }
+            let woke = self.now();
+            if woke > deadline + Duration::from_millis(10) {
+                self.shared.count_overrun();
+            }
+            self.read_packets(woke);
+            while let Ok(cmd) = rx.try_recv() {
+                let now = self.now();
+                match cmd {
+                    Command::Resource(group, outcome) => {
+                        self.core.on_resource(now, &group, outcome)
+                    }
+                    Command::Connected(c) => self.core.set_connected(now, c),
+                    Command::Standby(s) => self.core.set_standby(now, s),
+                    Command::Shutdown => self.core.begin_shutdown(now),
+                }
+            }
+            let now = self.now();
+            self.core.tick(now);
+            let changed = self.perform_actions();
+            if changed || now.saturating_sub(last_publish) >= Duration::from_millis(50) {
+                self.shared.set_view(self.core.view(now));
+                last_publish = now;
+            }
+            if self.finished {
+                return Ok(());
+            }
+        }
+    }
+
+    fn drop_packet(&mut self, reason: &DropReason, from: SocketAddr) {
+        let name = reason.counter_name();
+        let total = self.shared.count_drop(name);
+        // Logged at most once per 10 s per reason, so a flood cannot fill the logs.
+        let now = Instant::now();
+        let due = self
+            .last_logged
+            .get(name)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
+        if due {
+            self.last_logged.insert(name, now);
+            tracing::warn!(%from, total, "dropped heartbeat packet: {reason}");
+        }
+    }
+
+    fn read_packets(&mut self, now: Duration) {
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut self.buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("heartbeat socket read failed: {e}");
+                    return;
+                }
+            };
+            let packet = match decode(&self.buf[..len], &self.key) {
+                Ok(p) => p,
+                Err(reason) => {
+                    self.drop_packet(&reason, from);
+                    continue;
+                }
+            };
+            if let Err(reason) = self.admit(&packet, from) {
+                self.drop_packet(&reason, from);
+                continue;
+            }
+            self.core.on_packet(now, packet.link as usize, &packet);
+        }
+    }
+
+    /// Checks a correctly signed packet: our cluster, a known node, sent from
+    /// that node's address on the link it names, and fresh.
+    fn admit(&mut self, p: &Packet, from: SocketAddr) -> Result<(), DropReason> {
+        if p.advert.cluster != self.core.spec().cluster {
+            return Err(DropReason::WrongCluster {
+                cluster: p.advert.cluster.clone(),
+            });
+        }
+        let Some(&(peer, link)) = self.by_source.get(&canonical(from.ip())) else {
+            return Err(DropReason::UnknownNode {
+                node: format!(
+                    "{} (from unconfigured address {})",
+                    p.advert.node,
+                    from.ip()
+                ),
+            });
+        };
+        if self.peers[peer].name != p.advert.node {
+            return Err(DropReason::UnknownNode {
+                node: format!(
+                    "{} (sent from {}'s address)",
+                    p.advert.node, self.peers[peer].name
+                ),
+            });
+        }
+        self.guard.check(p, link)
+    }
+
+    /// Performs queued actions; returns whether anything but a routine advert happened.
+    fn perform_actions(&mut self) -> bool {
+        let mut changed = false;
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Send(advert) => self.send(&advert),
+                Action::Start(g) => {
+                    changed = true;
+                    let _ = self.to_runtime.send(ResourceRequest::Start(g));
+                }
+                Action::Stop(g) => {
+                    changed = true;
+                    let _ = self.to_runtime.send(ResourceRequest::Stop(g));
+                }
+                Action::Event(e) => {
+                    changed = true;
+                    match &e {
+                        keepup_cluster::Event::LateHeartbeat { .. } => tracing::warn!("{e}"),
+                        _ => tracing::info!("{e}"),
+                    }
+                    self.shared.push_event(&e);
+                }
+                Action::Left => {
+                    changed = true;
+                    // The leaving advert was just sent once; repeat it so a
+                    // single lost packet does not cost the peers a dead time.
+                    let advert = self.core.advert();
+                    self.send(&advert);
+                    self.send(&advert);
+                    self.finished = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn send(&mut self, advert: &keepup_wire::Advert) {
+        let links = self.peers.first().map(|p| p.addrs.len()).unwrap_or(0);
+        for link in 0..links {
+            self.seq += 1;
+            let packet = Packet {
+                generation: self.generation,
+                seq: self.seq,
+                link: link as u8,
+                advert: advert.clone(),
+            };
+            encode(&packet, &self.key, &mut self.out);
+            for p in &self.peers {
+                if let Some(addr) = p.addrs.get(link) {
+                    // A send error on one link (cable out, no route) is
+                    // expected during failures; the other links carry on.
+                    if let Err(e) = self.socket.send_to(&self.out, *addr) {
+                        tracing::debug!("heartbeat to {} via {addr} failed: {e}", p.name);
+                    }
+                }
+            }
+        }
+    }
+}

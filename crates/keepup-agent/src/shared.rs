@@ -1,0 +1,306 @@
+//! State shared between the heartbeat thread, the runtime and the API.
+
+use crate::heartbeat::{Command, HeartbeatHandle};
+use crate::Extension;
+use keepup_api::types::{
+    cluster_json, ControlRequest, ControlResponse, EventRecord, ResourceStatus, StatusReport,
+};
+use keepup_api::BoxFuture;
+use keepup_cluster::{ClusterView, Event};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+const EVENTS_KEPT: usize = 200;
+
+/// What the agent publishes for status, metrics and the dashboard.
+pub struct Shared {
+    node: String,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    view: Option<ClusterView>,
+    events: VecDeque<EventRecord>,
+    drops: BTreeMap<String, u64>,
+    resources: Vec<ResourceStatus>,
+    realtime: bool,
+    heartbeat_overruns: u64,
+}
+
+impl Shared {
+    /// Empty state for node `node`.
+    pub fn new(node: &str) -> Shared {
+        Shared {
+            node: node.to_string(),
+            started: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock must not take status down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_view(&self, view: ClusterView) {
+        self.lock().view = Some(view);
+    }
+
+    pub(crate) fn push_event(&self, e: &Event) {
+        let mut g = self.lock();
+        g.events.push_back(EventRecord::now(&self.node, e));
+        while g.events.len() > EVENTS_KEPT {
+            g.events.pop_front();
+        }
+    }
+
+    pub(crate) fn count_drop(&self, reason: &str) -> u64 {
+        let mut g = self.lock();
+        let c = g.drops.entry(reason.to_string()).or_insert(0);
+        *c += 1;
+        *c
+    }
+
+    pub(crate) fn set_realtime(&self, on: bool) {
+        self.lock().realtime = on;
+    }
+
+    pub(crate) fn count_overrun(&self) {
+        self.lock().heartbeat_overruns += 1;
+    }
+
+    pub(crate) fn set_resources(&self, group: &str, list: Vec<ResourceStatus>) {
+        let mut g = self.lock();
+        g.resources.retain(|r| r.group != group);
+        g.resources.extend(list);
+    }
+
+    /// Packets dropped so far, by reason.
+    pub fn drops(&self) -> BTreeMap<String, u64> {
+        self.lock().drops.clone()
+    }
+
+    /// The latest cluster view.
+    pub fn view(&self) -> Option<ClusterView> {
+        self.lock().view.clone()
+    }
+
+    /// Recent events, oldest first.
+    pub fn events(&self) -> Vec<EventRecord> {
+        self.lock().events.iter().cloned().collect()
+    }
+
+    /// The status document.
+    pub fn report(&self, extensions: &[Arc<dyn Extension>]) -> StatusReport {
+        let g = self.lock();
+        let mut report = StatusReport {
+            schema: 1,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node: self.node.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            cluster: g.view.as_ref().map(cluster_json).unwrap_or_default(),
+            dropped_packets: g.drops.clone(),
+            realtime: g.realtime,
+            resources: g.resources.clone(),
+            events: g.events.iter().cloned().collect(),
+            lb: None,
+            db: None,
+        };
+        drop(g);
+        for ext in extensions {
+            match ext.status() {
+                ("lb", v) => report.lb = Some(v),
+                ("db", v) => report.db = Some(v),
+                _ => {}
+            }
+        }
+        report
+    }
+
+    /// Prometheus text for the cluster part.
+    pub fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let g = self.lock();
+        let _ = writeln!(out, "# HELP keepup_up Whether the agent runs (always 1 when scraped).\n# TYPE keepup_up gauge\nkeepup_up{{node=\"{}\"}} 1", self.node);
+        let _ = writeln!(out, "# HELP keepup_realtime Whether the heartbeat thread runs SCHED_FIFO with memory locked.\n# TYPE keepup_realtime gauge\nkeepup_realtime {}", g.realtime as u8);
+        let _ = writeln!(out, "# HELP keepup_heartbeat_loop_overruns_total Times the heartbeat thread woke more than 10 ms after its deadline.\n# TYPE keepup_heartbeat_loop_overruns_total counter\nkeepup_heartbeat_loop_overruns_total {}", g.heartbeat_overruns);
+        let _ = writeln!(out, "# HELP keepup_heartbeat_packets_dropped_total Heartbeat packets dropped, by reason.\n# TYPE keepup_heartbeat_packets_dropped_total counter");
+        for reason in [
+            "truncated",
+            "oversized",
+            "bad_magic",
+            "bad_version",
+            "bad_signature",
+            "malformed",
+            "wrong_cluster",
+            "unknown_node",
+            "wrong_link",
+            "replayed",
+            "unknown_source",
+        ] {
+            let _ = writeln!(
+                out,
+                "keepup_heartbeat_packets_dropped_total{{reason=\"{reason}\"}} {}",
+                g.drops.get(reason).copied().unwrap_or(0)
+            );
+        }
+        if let Some(v) = &g.view {
+            let _ = writeln!(out, "# HELP keepup_node_up Whether a node is alive as seen from here.\n# TYPE keepup_node_up gauge");
+            for n in &v.nodes {
+                let _ = writeln!(
+                    out,
+                    "keepup_node_up{{node=\"{}\"}} {}",
+                    n.name, n.alive as u8
+                );
+            }
+            let _ = writeln!(out, "# HELP keepup_node_last_heard_seconds Time since a peer was last heard.\n# TYPE keepup_node_last_heard_seconds gauge");
+            for n in v.nodes.iter().filter(|n| !n.me) {
+                if let Some(ms) = n.last_heard_ms {
+                    let _ = writeln!(
+                        out,
+                        "keepup_node_last_heard_seconds{{node=\"{}\"}} {:.3}",
+                        n.name,
+                        ms as f64 / 1000.0
+                    );
+                }
+            }
+            let _ = writeln!(out, "# HELP keepup_link_up Whether heartbeats arrive from a peer on a link.\n# TYPE keepup_link_up gauge");
+            for n in v.nodes.iter().filter(|n| !n.me) {
+                for (i, up) in n.links.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "keepup_link_up{{node=\"{}\",link=\"{i}\"}} {}",
+                        n.name, *up as u8
+                    );
+                }
+            }
+            let _ = writeln!(out, "# HELP keepup_group_owned Whether this node owns a group.\n# TYPE keepup_group_owned gauge");
+            for grp in &v.groups {
+                let _ = writeln!(
+                    out,
+                    "keepup_group_owned{{group=\"{}\"}} {}",
+                    grp.name,
+                    (grp.owner.as_deref() == Some(v.me.as_str())) as u8
+                );
+            }
+            let c = &v.counters;
+            for (name, help, val) in [
+                (
+                    "keepup_heartbeats_received_total",
+                    "Heartbeats accepted from peers.",
+                    c.adverts_received,
+                ),
+                (
+                    "keepup_heartbeats_sent_total",
+                    "Adverts sent (each goes to every peer on every link).",
+                    c.adverts_sent,
+                ),
+                (
+                    "keepup_heartbeats_late_total",
+                    "Heartbeats that arrived after the warn time.",
+                    c.late_heartbeats,
+                ),
+                (
+                    "keepup_peers_declared_dead_total",
+                    "Times a peer was declared dead.",
+                    c.peers_declared_dead,
+                ),
+                (
+                    "keepup_group_acquisitions_total",
+                    "Groups acquired by this node.",
+                    c.acquisitions,
+                ),
+                (
+                    "keepup_group_releases_total",
+                    "Groups released by this node.",
+                    c.releases,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {val}"
+                );
+            }
+        }
+    }
+}
+
+/// The API's view of the agent.
+pub(crate) struct ApiBackend {
+    pub shared: Arc<Shared>,
+    pub hb: HeartbeatHandle,
+    pub token: Option<String>,
+    pub extensions: Vec<Arc<dyn Extension>>,
+}
+
+impl keepup_api::Backend for ApiBackend {
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.shared.report(&self.extensions)).unwrap_or_default()
+    }
+    fn events_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.shared.events()).unwrap_or_default()
+    }
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        self.shared.metrics(&mut out);
+        for e in &self.extensions {
+            e.metrics(&mut out);
+        }
+        out
+    }
+    fn control(&self, req: ControlRequest) -> BoxFuture<'_, ControlResponse> {
+        Box::pin(async move {
+            match req {
+                ControlRequest::Standby => {
+                    let refusal = self.shared.view().and_then(|v| {
+                        let others = v
+                            .nodes
+                            .iter()
+                            .filter(|n| !n.me && n.alive && !n.standby && n.connected)
+                            .count();
+                        let holds = v
+                            .groups
+                            .iter()
+                            .any(|g| g.owner.as_deref() == Some(v.me.as_str()));
+                        (others == 0 && holds).then(|| {
+                            "refused: no other healthy node would take over this node's groups"
+                                .to_string()
+                        })
+                    });
+                    if let Some(message) = refusal {
+                        return ControlResponse { ok: false, message };
+                    }
+                    self.hb.send(Command::Standby(true));
+                    ControlResponse {
+                        ok: true,
+                        message: "standby: this node releases its groups".into(),
+                    }
+                }
+                ControlRequest::Online => {
+                    self.hb.send(Command::Standby(false));
+                    ControlResponse {
+                        ok: true,
+                        message: "online: this node may hold groups again".into(),
+                    }
+                }
+                other => {
+                    for e in &self.extensions {
+                        if let Some(fut) = e.control(&other) {
+                            return fut.await;
+                        }
+                    }
+                    ControlResponse {
+                        ok: false,
+                        message: format!("not configured on this node: {other:?}"),
+                    }
+                }
+            }
+        })
+    }
+    fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+}
