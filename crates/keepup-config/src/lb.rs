@@ -369,9 +369,9 @@ impl LbSection {
             if p.algorithm == LbAlgorithm::ConsistentHash
                 && !(p.hash_key == "uri"
                     || p.hash_key == "source-ip"
-                    || p.hash_key.strip_prefix("header:").is_some_and(|h| {
-                        !h.is_empty() && http_token(h)
-                    }))
+                    || p.hash_key
+                        .strip_prefix("header:")
+                        .is_some_and(|h| !h.is_empty() && http_token(h)))
             {
                 out.push(format!(
                     "pool {:?}: hash_key {:?} must be \"uri\", \"source-ip\" or \"header:NAME\"",
@@ -466,7 +466,10 @@ impl LbSection {
                 }
             }
             if f.max_connections == 0 {
-                out.push(format!("frontend {:?}: max_connections must be above 0", f.name));
+                out.push(format!(
+                    "frontend {:?}: max_connections must be above 0",
+                    f.name
+                ));
             }
             if f.max_header_bytes < 8192 {
                 out.push(format!(

@@ -51,9 +51,10 @@ pub struct Backend {
 impl Backend {
     /// Builds a backend from its config (the address must already be valid).
     pub(crate) fn new(cfg: &LbBackend, addr: SocketAddr) -> Result<Backend, crate::LbError> {
-        let authority = http::uri::Authority::try_from(addr.to_string().as_str()).map_err(|_| {
-            crate::LbError::Config(format!("backend address {addr} is not a URI authority"))
-        })?;
+        let authority =
+            http::uri::Authority::try_from(addr.to_string().as_str()).map_err(|_| {
+                crate::LbError::Config(format!("backend address {addr} is not a URI authority"))
+            })?;
         Ok(Backend {
             name: cfg.name.clone(),
             addr,
@@ -266,7 +267,11 @@ impl Pool {
                     o.set_weight(b.weight);
                     // A changed initial state in the file is an operator decision.
                     let was = reuse.and_then(|p| {
-                        p.cfg.backend.iter().find(|x| x.name == b.name).map(|x| x.state)
+                        p.cfg
+                            .backend
+                            .iter()
+                            .find(|x| x.name == b.name)
+                            .map(|x| x.state)
                     });
                     if was != Some(b.state) {
                         o.set_admin_state(b.state.into());
@@ -280,16 +285,19 @@ impl Pool {
         let hash_key = match cfg.hash_key.as_str() {
             "source-ip" => HashKey::SourceIp,
             s => match s.strip_prefix("header:") {
-                Some(h) => HashKey::Header(http::HeaderName::try_from(h.to_ascii_lowercase()).map_err(
-                    |_| crate::LbError::Config(format!("pool {:?}: bad hash_key {s:?}", cfg.name)),
-                )?),
+                Some(h) => HashKey::Header(
+                    http::HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
+                        crate::LbError::Config(format!("pool {:?}: bad hash_key {s:?}", cfg.name))
+                    })?,
+                ),
                 None => HashKey::Uri,
             },
         };
         let mut ring = Vec::new();
         if cfg.algorithm == LbAlgorithm::ConsistentHash {
             for (i, b) in backends.iter().enumerate() {
-                let points = (u64::from(b.weight.load(Ordering::Relaxed)) * RING_POINTS / 100).max(1);
+                let points =
+                    (u64::from(b.weight.load(Ordering::Relaxed)) * RING_POINTS / 100).max(1);
                 for p in 0..points {
                     ring.push((hash64(&[b.name.as_bytes(), &p.to_le_bytes()]), i));
                 }
@@ -345,7 +353,9 @@ impl Pool {
     pub fn select(&self, key: SelectKey<'_>, tried: u64) -> Option<(usize, &Arc<Backend>)> {
         let now = now_ms();
         let slow = self.cfg.slow_start_ms;
-        let ok = |i: usize, b: &Backend| tried & (1u64 << (i % 64)) == 0 && self.available(b, now, false);
+        let ok = |i: usize, b: &Backend| {
+            tried & (1u64 << (i % 64)) == 0 && self.available(b, now, false)
+        };
         let idx = match self.cfg.algorithm {
             LbAlgorithm::RoundRobin => {
                 // Smooth weighted round-robin (nginx): every pick adds each
@@ -486,7 +496,10 @@ impl Pool {
 
     /// Time between two active checks (for the checker).
     pub(crate) fn check_interval(&self) -> Option<Duration> {
-        self.cfg.health.as_ref().map(|h| Duration::from_millis(h.interval_ms.max(1)))
+        self.cfg
+            .health
+            .as_ref()
+            .map(|h| Duration::from_millis(h.interval_ms.max(1)))
     }
 }
 
@@ -539,7 +552,10 @@ mod test {
 
     #[test]
     fn health_thresholds() {
-        let mut h = Health { up: true, streak: 0 };
+        let mut h = Health {
+            up: true,
+            streak: 0,
+        };
         assert!(!h.observe(false, 2, 3));
         assert!(!h.observe(false, 2, 3));
         assert!(!h.observe(true, 2, 3)); // streak broken

@@ -21,7 +21,7 @@ use keepup_config::LbFrontend;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -247,7 +247,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             let named: Vec<HeaderName> = s
                 .split(',')
                 .map(str::trim)
-                .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+                })
                 .filter_map(|t| HeaderName::try_from(t).ok())
                 .collect();
             for n in named {
@@ -382,7 +384,12 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
         ReqBody::Kept(None)
     } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
         let t = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
-        match tokio::time::timeout(t, http_body_util::Limited::new(body, RETRY_BODY_MAX as usize).collect()).await {
+        match tokio::time::timeout(
+            t,
+            http_body_util::Limited::new(body, RETRY_BODY_MAX as usize).collect(),
+        )
+        .await
+        {
             Ok(Ok(b)) => {
                 let b = b.to_bytes();
                 c.fe.counters.bytes_in.fetch_add(b.len() as u64, Relaxed);
@@ -405,6 +412,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
     let attempts = 1 + s.cfg.retries as usize;
     let mut tried = 0u64;
     let mut failed = false;
+    let client_failed = Arc::new(AtomicBool::new(false));
     for attempt in 0..attempts {
         let (idx, b) = match (&pinned, attempt) {
             (Some((i, b)), 0) => (*i, b.clone()),
@@ -420,6 +428,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
                 Some(inner) => ProxyBody::Client {
                     inner,
                     fe: c.fe.clone(),
+                    failed: client_failed.clone(),
                 },
                 None => break,
             },
@@ -474,6 +483,11 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
                 );
             }
             Ok(Err(e)) => {
+                if client_failed.load(Relaxed) {
+                    // The client's body broke (bad chunking, cut off): not the backend's fault.
+                    c.fe.counters.errors.fetch_add(1, Relaxed);
+                    return error(StatusCode::BAD_REQUEST, true);
+                }
                 b.counters.errors.fetch_add(1, Relaxed);
                 pool.observe_failure(&b);
                 failed = true;
@@ -511,6 +525,9 @@ pub enum ProxyBody {
         inner: Incoming,
         /// Counts bytes in.
         fe: Arc<FrontendRt>,
+        /// Set when the client's body was malformed or cut off, so the
+        /// failure is answered 400 and not blamed on the backend.
+        failed: Arc<AtomicBool>,
     },
     /// A backend's response body streamed to the client.
     Backend {
@@ -533,12 +550,16 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Client { inner, fe } => {
+            ProxyBody::Client { inner, fe, failed } => {
                 let r = std::task::ready!(Pin::new(inner).poll_frame(cx));
-                if let Some(Ok(f)) = &r {
-                    if let Some(d) = f.data_ref() {
-                        fe.counters.bytes_in.fetch_add(d.len() as u64, Relaxed);
+                match &r {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            fe.counters.bytes_in.fetch_add(d.len() as u64, Relaxed);
+                        }
                     }
+                    Some(Err(_)) => failed.store(true, Relaxed),
+                    None => {}
                 }
                 Poll::Ready(r)
             }
@@ -575,9 +596,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Client { inner, .. } | ProxyBody::Backend { inner, .. } => {
-                inner.size_hint()
-            }
+            ProxyBody::Client { inner, .. } | ProxyBody::Backend { inner, .. } => inner.size_hint(),
         }
     }
 }
@@ -589,7 +608,10 @@ mod test {
     #[test]
     fn hop_by_hop_headers_go_including_connection_named_ones() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -602,7 +624,10 @@ mod test {
     #[test]
     fn cookie_lookup() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; SRV=web-2;b=3"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=web-2;b=3"),
+        );
         assert_eq!(cookie(&h, "SRV"), Some(&b"web-2"[..]));
         assert_eq!(cookie(&h, "b"), Some(&b"3"[..]));
         assert_eq!(cookie(&h, "SR"), None);

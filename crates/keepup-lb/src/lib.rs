@@ -195,11 +195,19 @@ fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     };
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -419,7 +427,9 @@ fn build_settings(
         .collect::<Result<Vec<_>, _>>()?;
     let limit = match old {
         Some(o) if o.cfg.max_connections == f.max_connections => o.limit.clone(),
-        _ => Arc::new(Semaphore::new(f.max_connections.min(Semaphore::MAX_PERMITS))),
+        _ => Arc::new(Semaphore::new(
+            f.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
     };
     Ok(Settings {
         cfg: f.clone(),
@@ -568,7 +578,7 @@ impl LbHandle {
         let workers = state.section.workers;
 
         enum Plan {
-            Keep(Arc<FrontendRt>, Settings),
+            Keep(Arc<FrontendRt>, Box<Settings>),
             New(Arc<FrontendRt>, Vec<std::net::TcpListener>),
         }
         let mut plan = Vec::new();
@@ -582,7 +592,7 @@ impl LbHandle {
             match same {
                 Some(o) => {
                     let s = build_settings(f, &pools, Some(&o.settings.load()))?;
-                    plan.push(Plan::Keep(o.clone(), s));
+                    plan.push(Plan::Keep(o.clone(), Box::new(s)));
                 }
                 None => {
                     let s = build_settings(f, &pools, None)?;
@@ -601,7 +611,7 @@ impl LbHandle {
             for p in plan {
                 match p {
                     Plan::Keep(fe, s) => {
-                        fe.settings.store(Arc::new(s));
+                        fe.settings.store(Arc::from(s));
                         fronts.push(fe);
                     }
                     Plan::New(fe, listeners) => {

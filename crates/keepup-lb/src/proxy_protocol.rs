@@ -240,9 +240,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(
         if 16 + len > V2_MAX {
             return Err(ProxyProtocolError::BadV2("header too long"));
         }
-        io.read_exact(&mut buf[16..16 + len])
-            .await
-            .map_err(ioerr)?;
+        io.read_exact(&mut buf[16..16 + len]).await.map_err(ioerr)?;
         return match decode(&buf[..16 + len])? {
             Some((h, _)) => Ok(h),
             None => Err(ProxyProtocolError::BadV2("truncated")),

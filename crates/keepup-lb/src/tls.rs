@@ -19,7 +19,9 @@ impl ResolvesServerCert for SniResolver {
         if let Some(name) = hello.server_name() {
             if let Ok(sn) = ServerName::try_from(name) {
                 for ck in &self.certs {
-                    let Some(leaf) = ck.cert.first() else { continue };
+                    let Some(leaf) = ck.cert.first() else {
+                        continue;
+                    };
                     let ok = webpki::EndEntityCert::try_from(leaf)
                         .and_then(|c| c.verify_is_valid_for_subject_name(&sn))
                         .is_ok();
