@@ -101,7 +101,8 @@ impl fmt::Display for Token {
 pub struct RetryPolicy {
     /// First backoff after a 429/5xx/transport error; doubles each time.
     pub base: Duration,
-    /// Largest backoff (before jitter), and the cap on a server-asked wait.
+    /// Largest backoff of our own (a server-asked wait is not capped, only
+    /// bounded by the operation's deadline).
     pub max: Duration,
     /// Pause between two polls of an in-progress action.
     pub poll_interval: Duration,
@@ -220,10 +221,9 @@ impl ReservedIp {
             if !fail.retry {
                 return Err(self.failed(operation, format!("{what}: {reason}")));
             }
-            let wait = fail
-                .wait
-                .map(|w| w.min(self.policy.max))
-                .unwrap_or_else(|| backoff(&self.policy, tries));
+            // The server's own wait is honoured as given; only the
+            // deadline bounds it.
+            let wait = fail.wait.unwrap_or_else(|| backoff(&self.policy, tries));
             if Instant::now() + wait >= deadline {
                 return Err(self.failed(
                     operation,
