@@ -1,0 +1,364 @@
+//! Failover: promote the most advanced replica once the cluster agreed the
+//! primary is dead.
+
+use crate::conn::{col, quote, Db};
+use crate::observe::KEEPUP_SCHEMA;
+use crate::plan::{errant_gtids, plan_promotion, Candidate, GtidPos};
+use crate::setup::{gtid_wait, point_at, replication_password, wait_semi_sync_clients};
+use crate::{check_section, DbError, Problem};
+use keepup_config::{DatabaseSection, DbTopology};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What a promotion did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromotionReport {
+    /// The primary that died.
+    pub dead_primary: String,
+    /// The promoted server.
+    pub new_primary: String,
+    /// Each surviving candidate and everything it had received (applied +
+    /// relay log) when its IO thread was stopped.
+    pub candidates: Vec<(String, String)>,
+    /// Servers that could not be considered, and why.
+    pub excluded: Vec<(String, String)>,
+    /// Servers the winner caught up from before opening.
+    pub caught_up_from: Vec<String>,
+    /// Servers now replicating from the new primary.
+    pub repointed: Vec<String>,
+    /// Servers left alone, and why (errant transactions, stopped SQL thread, unreachable).
+    pub not_repointed: Vec<(String, String)>,
+    /// From the call until the new primary accepted writes, in milliseconds.
+    pub took_ms: f64,
+    /// The new primary's position when it opened: everything it had from the
+    /// dead primary. Recorded in `keepup.failover`; the old primary may rejoin
+    /// later only if its own history is contained in it.
+    pub recorded_position: String,
+    /// Whether the failover record could be written (it replicates; a stall
+    /// here is reported, not fatal).
+    pub recorded: bool,
+    /// Result of the `on_primary_change` hook, if configured.
+    pub hook: Option<String>,
+}
+
+struct Probe {
+    idx: usize,
+    db: Db,
+    received: GtidPos,
+    binlog: GtidPos,
+    slave: GtidPos,
+    sql_error: Option<String>,
+    domain: u32,
+}
+
+async fn freeze_and_read(
+    db: &mut Db,
+) -> Result<(GtidPos, GtidPos, GtidPos, Option<String>, u32), DbError> {
+    // Freeze what it has received: the IO thread only retries the dead primary.
+    db.exec("stopping the IO thread", "STOP SLAVE IO_THREAD")
+        .await?;
+    let row = db
+        .row("reading SHOW SLAVE STATUS", "SHOW SLAVE STATUS")
+        .await?;
+    let io_pos = row
+        .as_ref()
+        .and_then(|r| col(r, "Gtid_IO_Pos"))
+        .unwrap_or_default();
+    let sql_errno = row
+        .as_ref()
+        .and_then(|r| crate::conn::col_num(r, "Last_SQL_Errno"))
+        .unwrap_or(0);
+    let sql_error = (sql_errno != 0).then(|| {
+        format!(
+            "SQL thread error {sql_errno}: {}",
+            row.as_ref()
+                .and_then(|r| col(r, "Last_SQL_Error"))
+                .unwrap_or_default()
+        )
+    });
+    let binlog = GtidPos::parse(&db.global("gtid_binlog_pos").await?).unwrap_or_default();
+    let slave = GtidPos::parse(&db.global("gtid_slave_pos").await?).unwrap_or_default();
+    let domain: u32 = db.global("gtid_domain_id").await?.parse().unwrap_or(0);
+    let io = GtidPos::parse(&io_pos).unwrap_or_default();
+    Ok((slave.merge(&io), binlog, slave, sql_error, domain))
+}
+
+/// Promotes a replica after `dead_primary` was agreed dead by the cluster.
+///
+/// 1. Refuses if `dead_primary` still answers and is writable (use switchover).
+/// 2. Stops every survivor's IO thread and reads what it received (applied
+///    position merged with `Gtid_IO_Pos`, i.e. including its relay log).
+/// 3. [`plan_promotion`](crate::plan::plan_promotion) picks the most
+///    advanced eligible replica (never one with errant transactions, a
+///    stopped SQL thread or `no_promote`). With semi-sync, every acknowledged
+///    commit is in at least one replica's relay log, so the most advanced one
+///    has them all.
+/// 4. The winner applies its whole relay log (`MASTER_GTID_WAIT`), catches up
+///    from any survivor holding transactions it lacks, then `RESET SLAVE ALL`.
+/// 5. The other survivors are repointed at it (GTID, slave_pos); then it
+///    becomes writable (after a semi-sync replica connected, when semi-sync
+///    is on), the position is recorded in `keepup.failover`, and the
+///    `on_primary_change` hook runs.
+///
+/// The dead primary is never touched; when it returns, [`observe`](crate::observe)
+/// makes it read-only and says whether it can rejoin.
+pub async fn promote_after_failure(
+    section: &DatabaseSection,
+    dead_primary: &str,
+) -> Result<PromotionReport, DbError> {
+    let t0 = Instant::now();
+    check_section(section)?;
+    let dead = section
+        .server(dead_primary)
+        .ok_or_else(|| DbError::Config(format!("no [[database.server]] named {dead_primary:?}")))?
+        .clone();
+    let mm = section.topology == DbTopology::MasterMaster;
+
+    // Survivors and a last look at the "dead" primary, in parallel.
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in section.server.iter().enumerate() {
+        let (section, s) = (section.clone(), s.clone());
+        let is_dead = s.name == dead.name;
+        set.spawn(async move {
+            if is_dead {
+                let mut short = section.clone();
+                short.connect_timeout_ms = short.connect_timeout_ms.min(300);
+                let r = match Db::connect(&short, &s).await {
+                    Ok(mut db) => {
+                        let ro = db.global("read_only").await.unwrap_or_default();
+                        db.close().await;
+                        Some(ro)
+                    }
+                    Err(_) => None,
+                };
+                return (i, Err(r));
+            }
+            let r = async {
+                let mut db = Db::connect(&section, &s).await?;
+                let (received, binlog, slave, sql_error, domain) = freeze_and_read(&mut db).await?;
+                Ok::<_, DbError>(Probe {
+                    idx: i,
+                    db,
+                    received,
+                    binlog,
+                    slave,
+                    sql_error,
+                    domain,
+                })
+            }
+            .await;
+            (i, Ok(r))
+        });
+    }
+    let mut probes: Vec<Probe> = Vec::new();
+    let mut excluded = Vec::new();
+    let mut dead_answer = None;
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok((_, Err(ro))) => dead_answer = ro,
+            Ok((i, Ok(Ok(p)))) => {
+                let _ = i;
+                probes.push(p)
+            }
+            Ok((i, Ok(Err(e)))) => excluded.push((section.server[i].name.clone(), e.to_string())),
+            Err(e) => excluded.push(("?".into(), e.to_string())),
+        }
+    }
+    probes.sort_by_key(|p| p.idx);
+    if let Some(ro) = dead_answer {
+        if ro != "1" && !ro.eq_ignore_ascii_case("ON") {
+            for p in probes.iter_mut() {
+                let _ =
+                    p.db.exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                        .await;
+            }
+            return Err(DbError::Refused {
+                problems: vec![Problem::new(
+                    Some(&dead.name),
+                    "primary_alive",
+                    "the primary still answers and is writable".into(),
+                    "it is not dead: use `keepup db switchover --to NAME` for a planned move",
+                )],
+            });
+        }
+    }
+    let pref = |name: &str| {
+        let order = section.preferred().unwrap_or_default();
+        if name == order {
+            0
+        } else {
+            1 + section
+                .server
+                .iter()
+                .position(|s| s.name == name)
+                .unwrap_or(usize::MAX - 1)
+        }
+    };
+    let cands: Vec<Candidate> = probes
+        .iter()
+        .map(|p| {
+            let mut errant = errant_gtids(&p.binlog, &p.slave);
+            if mm {
+                errant.retain(|g| g.domain != p.domain);
+            }
+            let name = section.server[p.idx].name.clone();
+            Candidate {
+                received: p.received.clone(),
+                errant: !errant.is_empty(),
+                no_promote: section.server[p.idx].no_promote,
+                sql_error: p.sql_error.is_some(),
+                preference: pref(&name),
+                name,
+            }
+        })
+        .collect();
+    let plan = plan_promotion(&cands).map_err(|reason| {
+        let mut problems = vec![Problem::new(
+            None,
+            "no_candidate",
+            reason,
+            "fix a replica (see `keepup db status`) or bring the primary back",
+        )];
+        for (n, r) in &excluded {
+            problems.push(Problem::new(Some(n), "unreachable", r.clone(), "start it"));
+        }
+        DbError::Refused { problems }
+    })?;
+    for (n, r) in &plan.excluded {
+        excluded.push((n.clone(), r.clone()));
+    }
+    let widx = probes
+        .iter()
+        .position(|p| section.server[p.idx].name == plan.winner)
+        .ok_or_else(|| DbError::Config("planner chose an unknown server".into()))?;
+    let timeout = section.catchup_timeout_ms;
+    let password = replication_password(&section.replication_password_file)?.0;
+
+    // The winner applies its relay log.
+    let wrecv = probes[widx].received.to_string();
+    gtid_wait(&mut probes[widx].db, &wrecv, timeout).await?;
+    // ... and catches up from anyone holding more.
+    let mut caught_up_from = Vec::new();
+    for other in &plan.catch_up_from {
+        let Some(oi) = probes
+            .iter()
+            .position(|p| &section.server[p.idx].name == other)
+        else {
+            continue;
+        };
+        let orecv = probes[oi].received.to_string();
+        gtid_wait(&mut probes[oi].db, &orecv, timeout).await?;
+        let source = section.server[probes[oi].idx].clone();
+        point_at(section, &mut probes[widx].db, &source, &password).await?;
+        gtid_wait(&mut probes[widx].db, &orecv, timeout).await?;
+        probes[widx]
+            .db
+            .exec("stopping catch-up replication", "STOP SLAVE")
+            .await?;
+        caught_up_from.push(other.clone());
+    }
+    {
+        let w = &mut probes[widx].db;
+        w.exec("stopping replication on the new primary", "STOP SLAVE")
+            .await?;
+        w.exec("detaching the new primary", "RESET SLAVE ALL")
+            .await?;
+        if section.semi_sync {
+            w.exec(
+                "enabling semi-sync on the new primary",
+                "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+            )
+            .await?;
+        }
+    }
+    let winner = section.server[probes[widx].idx].clone();
+    let recorded_position = probes[widx].db.global("gtid_binlog_pos").await?;
+
+    // Repoint the others in parallel; leave alone what could lose data.
+    let mut repointed = Vec::new();
+    let mut not_repointed = Vec::new();
+    let mut set = tokio::task::JoinSet::new();
+    let mut winner_probe = None;
+    for (k, p) in probes.into_iter().enumerate() {
+        if k == widx {
+            winner_probe = Some(p);
+            continue;
+        }
+        let name = section.server[p.idx].name.clone();
+        let c = cands.iter().find(|c| c.name == name);
+        if c.is_some_and(|c| c.errant) {
+            not_repointed.push((name.clone(), format!("errant transactions: left alone; re-seed it with `keepup db setup --reseed {name}`")));
+            let mut db = p.db;
+            let _ = db
+                .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                .await;
+            continue;
+        }
+        if c.is_some_and(|c| c.sql_error) {
+            not_repointed.push((
+                name.clone(),
+                "its SQL thread stopped on an error: left alone; fix it, then `keepup db setup`"
+                    .into(),
+            ));
+            continue;
+        }
+        let (section, winner, password) = (section.clone(), winner.clone(), password.clone());
+        set.spawn(async move {
+            let mut db = p.db;
+            let r = point_at(&section, &mut db, &winner, &password).await;
+            db.close().await;
+            (name, r)
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        if let Ok((name, r)) = j {
+            match r {
+                Ok(()) => repointed.push(name),
+                Err(e) => not_repointed.push((name, e.to_string())),
+            }
+        }
+    }
+    let mut wp = winner_probe.ok_or_else(|| DbError::Config("winner vanished".into()))?;
+    if section.semi_sync && !repointed.is_empty() {
+        wait_semi_sync_clients(&mut wp.db, 1000).await;
+    }
+    wp.db
+        .exec("opening the new primary", "SET GLOBAL read_only = OFF")
+        .await?;
+    let took_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    // Record the takeover position (replicates; bounded in case semi-sync stalls).
+    let record = format!(
+        "INSERT INTO {KEEPUP_SCHEMA}.failover (at, old_primary, new_primary, old_primary_pos) VALUES (UTC_TIMESTAMP(6), {}, {}, {})",
+        quote(&dead.name),
+        quote(&winner.name),
+        quote(&recorded_position)
+    );
+    let recorded = matches!(
+        tokio::time::timeout(
+            Duration::from_millis(3000),
+            wp.db.exec("recording the failover", &record)
+        )
+        .await,
+        Ok(Ok(()))
+    );
+    wp.db.close().await;
+    let hook = crate::run_hook(section, &winner.name).await;
+    tracing::warn!(dead = %dead.name, new = %winner.name, took_ms, "database primary promoted after failure");
+    Ok(PromotionReport {
+        dead_primary: dead.name.clone(),
+        new_primary: winner.name.clone(),
+        candidates: cands
+            .iter()
+            .map(|c| (c.name.clone(), c.received.to_string()))
+            .collect(),
+        excluded,
+        caught_up_from,
+        repointed,
+        not_repointed,
+        took_ms,
+        recorded_position,
+        recorded,
+        hook,
+    })
+}
