@@ -539,3 +539,151 @@ async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer
     s.actions.insert(id, a);
     reply(StatusCode::CREATED, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.0 request by hand; returns (status, body).
+    async fn call(
+        fake: &FakeDo,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(fake.addr())
+            .await
+            .expect("connect");
+        let mut req = format!(
+            "{method} {path} HTTP/1.0\r\nhost: x\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        if let Some(a) = auth {
+            req.push_str(&format!("authorization: Bearer {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn answers_like_the_api() {
+        let mut ips = BTreeMap::new();
+        ips.insert("203.0.113.5".to_string(), None);
+        let moved = Arc::new(Mutex::new(Vec::new()));
+        let m = Arc::clone(&moved);
+        let fake = FakeDo::start(Options {
+            token: "t0k".to_string(),
+            reserved_ips: ips,
+            droplets_by_peer: [("127.0.0.1".parse().expect("literal"), 7u64)]
+                .into_iter()
+                .collect(),
+            default_droplet: None,
+            on_assign: Some(Arc::new(move |ip: &str, from: Option<u64>, to: u64| {
+                lock_vec(&m).push((ip.to_string(), from, to));
+                Ok(())
+            })),
+        })
+        .await
+        .expect("start");
+
+        assert_eq!(
+            call(&fake, "GET", "/metadata/v1/id", None, "").await,
+            (200, "7".to_string())
+        );
+        assert_eq!(
+            call(&fake, "GET", "/v2/reserved_ips/203.0.113.5", None, "")
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            call(
+                &fake,
+                "GET",
+                "/v2/reserved_ips/203.0.113.5",
+                Some("bad"),
+                ""
+            )
+            .await
+            .0,
+            401
+        );
+        assert_eq!(
+            call(
+                &fake,
+                "GET",
+                "/v2/reserved_ips/198.51.100.1",
+                Some("t0k"),
+                ""
+            )
+            .await
+            .0,
+            404
+        );
+        let (st, body) = call(
+            &fake,
+            "GET",
+            "/v2/reserved_ips/203.0.113.5",
+            Some("t0k"),
+            "",
+        )
+        .await;
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["reserved_ip"]["droplet"], Value::Null);
+
+        let (st, body) = call(
+            &fake,
+            "POST",
+            "/v2/reserved_ips/203.0.113.5/actions",
+            Some("t0k"),
+            r#"{"type":"assign","droplet_id":7}"#,
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["action"]["status"], "completed");
+        assert_eq!(v["action"]["type"], "assign_ip");
+        assert_eq!(fake.holder("203.0.113.5"), Some(7));
+        assert_eq!(*lock_vec(&moved), [("203.0.113.5".to_string(), None, 7)]);
+        let id = v["action"]["id"].as_u64().expect("id");
+        let (st, body) = call(&fake, "GET", &format!("/v2/actions/{id}"), Some("t0k"), "").await;
+        assert_eq!(st, 200);
+        assert!(body.contains("\"completed\""), "{body}");
+
+        let (st, _) = call(
+            &fake,
+            "POST",
+            "/v2/reserved_ips/203.0.113.5/actions",
+            Some("t0k"),
+            r#"{"type":"explode"}"#,
+        )
+        .await;
+        assert_eq!(st, 422);
+
+        fake.fail_next(2, 429);
+        assert_eq!(call(&fake, "GET", "/metadata/v1/id", None, "").await.0, 429);
+        assert_eq!(call(&fake, "GET", "/metadata/v1/id", None, "").await.0, 429);
+        assert_eq!(call(&fake, "GET", "/metadata/v1/id", None, "").await.0, 200);
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 11);
+        assert_eq!(reqs[1].header("Authorization"), None);
+        assert_eq!(reqs[2].header("authorization"), Some("Bearer bad"));
+    }
+
+    fn lock_vec<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

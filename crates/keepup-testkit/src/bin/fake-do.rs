@@ -188,3 +188,46 @@ async fn main() -> Result<()> {
         .context("waiting for a signal")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_droplet_mapping() {
+        let (src, d) = parse_droplet("10.77.0.1=1001:kuL1x0-a:eth0").expect("valid");
+        assert_eq!(src, "10.77.0.1".parse::<IpAddr>().expect("literal"));
+        assert_eq!(
+            (d.id, d.ns.as_str(), d.dev.as_str()),
+            (1001, "kuL1x0-a", "eth0")
+        );
+        for bad in [
+            "10.77.0.1",
+            "10.77.0.1=x:ns:eth0",
+            "nope=1:ns:eth0",
+            "10.77.0.1=1:ns",
+            "10.77.0.1=1::eth0",
+        ] {
+            assert!(parse_droplet(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "fake-do",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            "/tmp/t",
+            "--reserved-ip",
+            "10.77.0.200=1001",
+            "--droplet",
+            "10.77.0.1=1001:a:eth0",
+        ])
+        .expect("parses");
+        assert_eq!(cli.reserved_ips, ["10.77.0.200=1001"]);
+        assert_eq!(cli.prefix, 24);
+        assert!(Cli::try_parse_from(["fake-do", "--listen", "127.0.0.1:0"]).is_err());
+    }
+}
