@@ -1,7 +1,11 @@
-//! Test harness shared by keepup's integration tests and benchmarks:
-//! network-namespace labs (`lab`), a fake DigitalOcean API (`fake_do`), and
-//! the skip policy (`require`). Used as a dev-dependency only, never shipped.
+//! The lab kit shared by keepup's integration tests, benchmarks and
+//! `keepup demo`: network-namespace labs (`lab`), a fake DigitalOcean API
+//! (`fake_do`), small web servers that answer with their name (`web`), an
+//! HTTP probe that measures service gaps (`probe`), and the skip policy
+//! (`require`). Nothing here runs in a production agent.
 
 pub mod fake_do;
 pub mod lab;
+pub mod probe;
 pub mod require;
+pub mod web;

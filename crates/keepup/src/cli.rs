@@ -42,4 +42,7 @@ pub enum Command {
     Db(crate::cmd::db::DbArgs),
     /// Build a whole demo site in network namespaces on this machine and fail it over (root).
     Demo(crate::cmd::demo::DemoArgs),
+    /// Helpers the demo, tests and benchmarks run inside lab namespaces.
+    #[command(hide = true, subcommand)]
+    Internal(crate::cmd::internal::Internal),
 }

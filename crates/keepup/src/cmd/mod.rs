@@ -3,6 +3,7 @@
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod internal;
 pub mod lb;
 pub mod run;
 pub mod status;
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lb(args) => lb::run(&cli.config, args),
         Command::Db(args) => db::run(&cli.config, args),
         Command::Demo(args) => demo::run(args),
+        Command::Internal(cmd) => internal::run(cmd),
     }
 }
 

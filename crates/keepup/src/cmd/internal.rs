@@ -1,0 +1,119 @@
+//! `keepup internal ...`: small helpers that the demo, the tests and the
+//! benchmarks start inside lab namespaces (hidden from `--help`).
+
+use clap::Subcommand;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Hidden helper commands.
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// A web server answering every request with its name.
+    Web {
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Requests a URL on fresh connections; prints one JSON line per change.
+    Probe {
+        /// Address to request.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Interval between requests, in ms.
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
+    /// Sends UDP datagrams (hex payloads), optionally from a non-local source address.
+    SendUdp {
+        /// Destination.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Source address to bind (IP_TRANSPARENT: it need not be local; root only).
+        #[arg(long)]
+        from: Option<SocketAddr>,
+        /// Payloads, hex-encoded, sent in order.
+        #[arg(required = true)]
+        hex: Vec<String>,
+    },
+}
+
+fn from_hex(s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        anyhow::bail!("odd-length hex payload");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| anyhow::anyhow!("bad hex: {e}")))
+        .collect()
+}
+
+fn send_udp(to: SocketAddr, from: Option<SocketAddr>, payloads: &[String]) -> anyhow::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(from) = from {
+        // IP_TRANSPARENT (root) lets the datagram leave with a source address
+        // this host does not own: a spoofing rogue, for tests.
+        if from.is_ipv4() {
+            sock.set_ip_transparent_v4(true)?;
+        } else {
+            sock.set_ip_transparent_v6(true)?;
+        }
+        sock.bind(&from.into())?;
+    }
+    for p in payloads {
+        sock.send_to(&from_hex(p)?, &to.into())?;
+    }
+    Ok(())
+}
+
+/// Runs a helper.
+pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
+    if let Internal::SendUdp { to, from, hex } = &cmd {
+        send_udp(*to, *from, hex)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cmd {
+        Internal::Web { name, listen } => rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(listen).await?;
+            keepup_testkit::web::serve_name(l, name).await;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Internal::Probe {
+            target,
+            interval_ms,
+            duration_s,
+        } => rt.block_on(async move {
+            use std::io::Write;
+            keepup_testkit::probe::watch(
+                target,
+                Duration::from_millis(interval_ms),
+                duration_s.map(Duration::from_secs_f64),
+                |c| {
+                    let (ok, detail) = match &c.reply {
+                        keepup_testkit::probe::Reply::Ok(by) => (true, by.clone()),
+                        keepup_testkit::probe::Reply::Failed(e) => (false, e.clone()),
+                    };
+                    let line = serde_json::json!({
+                        "at_ms": c.at_ms, "ok": ok, "detail": detail, "gap_ms": c.gap_ms,
+                    });
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                },
+            )
+            .await;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Internal::SendUdp { .. } => Ok(ExitCode::SUCCESS),
+    }
+}

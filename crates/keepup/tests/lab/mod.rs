@@ -1,0 +1,319 @@
+//! A small DSL over the namespace lab for agent scenarios: a cluster of
+//! `keepup run` agents, each in its own namespace with a web server that
+//! answers with its node name, a client namespace, and a VIP.
+
+#![allow(dead_code)]
+
+use keepup_testkit::lab::Lab;
+use keepup_testkit::require;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const VIP: &str = "10.77.0.100";
+pub const KEY: &[u8] = b"lab test key, 32 bytes long!!!!!";
+
+pub fn keepup() -> &'static str {
+    env!("CARGO_BIN_EXE_keepup")
+}
+
+/// Skips (or fails under CI) unless root with ip and nft available.
+pub fn can_run(test: &str) -> bool {
+    require::root(test) && require::has_program(test, "ip") && require::has_program(test, "nft")
+}
+
+pub struct Cluster {
+    pub lab: Lab,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    agents: HashMap<String, Child>,
+    names: Vec<String>,
+    probe: Option<(Child, Arc<Mutex<Vec<Value>>>)>,
+}
+
+pub struct Builder {
+    nodes: Vec<(String, u32)>,
+    links: u8,
+    extra: String,
+    timing: String,
+    ping: bool,
+}
+
+impl Builder {
+    pub fn new(nodes: &[(&str, u32)]) -> Builder {
+        Builder {
+            nodes: nodes.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            links: 1,
+            extra: String::new(),
+            timing: "heartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n"
+                .into(),
+            ping: false,
+        }
+    }
+    pub fn links(mut self, n: u8) -> Self {
+        self.links = n;
+        self
+    }
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+    /// Each node pings the client host (10.77.0.200) as its "gateway".
+    pub fn ping_client(mut self) -> Self {
+        self.ping = true;
+        self
+    }
+    pub fn build(self, test: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("keepup-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, KEY).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut toml = format!(
+            "[cluster]\nname = \"lab\"\nkey_file = \"{}\"\n\n[timing]\n{}\n",
+            key.display(),
+            self.timing
+        );
+        if self.ping {
+            toml.push_str("[split_brain]\nping_targets = [\"10.77.0.200\"]\nping_interval_ms = 50\nping_fail_count = 3\n\n");
+        }
+        let mut lab = Lab::new(self.links).unwrap();
+        for (i, (name, prio)) in self.nodes.iter().enumerate() {
+            let h = lab.add_host(name, i as u8 + 1).unwrap();
+            let addrs: Vec<String> = (0..self.links)
+                .map(|l| format!("\"{}\"", h.addr(l)))
+                .collect();
+            toml.push_str(&format!(
+                "[[node]]\nname = \"{name}\"\naddresses = [{}]\npriority = {prio}\n\n",
+                addrs.join(", ")
+            ));
+        }
+        lab.add_host("client", 200).unwrap();
+        toml.push_str(&format!(
+            "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\ngarp_count = 2\ngarp_interval_ms = 50\nmonitor_interval_ms = 200\n\n{}",
+            self.extra
+        ));
+        let config = dir.join("keepup.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut c = Cluster {
+            lab,
+            dir,
+            config,
+            agents: HashMap::new(),
+            names: self.nodes.iter().map(|(n, _)| n.clone()).collect(),
+            probe: None,
+        };
+        for n in c.names.clone() {
+            let mut cmd = c.lab.command(&n, keepup()).unwrap();
+            cmd.args(["internal", "web", "--name", &n, "--listen", "0.0.0.0:80"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c.lab.spawn(cmd).unwrap();
+        }
+        c
+    }
+}
+
+impl Cluster {
+    pub fn start(&mut self, name: &str) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let mut cmd = self.lab.command(name, keepup()).unwrap();
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(["--node", name, "run"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        self.agents.insert(name.to_string(), child);
+    }
+
+    pub fn start_all(&mut self) {
+        for n in self.names.clone() {
+            self.start(&n);
+        }
+    }
+
+    /// kill -9 (of `ip netns exec`'s exec'd keepup: same PID).
+    pub fn kill9(&mut self, name: &str) {
+        if let Some(mut c) = self.agents.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the agent to exit.
+    pub fn term(&mut self, name: &str) -> std::process::ExitStatus {
+        let mut c = self.agents.remove(name).expect("agent running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Nodes whose namespace has the VIP configured.
+    pub fn vip_holders(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|n| {
+                self.lab
+                    .run(n, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])
+                    .map(|o| o.contains(&format!("{VIP}/")))
+                    .unwrap_or(false)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes with a running agent whose namespace has the VIP. (After kill -9
+    /// the dead agent's namespace keeps the address, as a host whose daemon
+    /// died would; clients follow the new owner's gratuitous ARP.)
+    pub fn live_vip_holders(&self) -> Vec<String> {
+        self.vip_holders()
+            .into_iter()
+            .filter(|n| self.agents.contains_key(n))
+            .collect()
+    }
+
+    /// Waits until, among running agents, exactly `name` holds the VIP; returns how long it took.
+    pub fn wait_vip_on(&self, name: &str, max: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let h = self.live_vip_holders();
+            if h == [name.to_string()] {
+                return t0.elapsed();
+            }
+            if t0.elapsed() > max {
+                panic!(
+                    "VIP not on {name} after {max:?} (holders {h:?})\n--- logs ---\n{}",
+                    self.all_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.names
+            .iter()
+            .map(|n| format!("== {n} ==\n{}", self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `keepup status --json` inside node `name`.
+    pub fn status(&self, name: &str) -> Value {
+        let out = self
+            .lab
+            .run(
+                name,
+                keepup(),
+                &["-c", self.config.to_str().unwrap(), "status", "--json"],
+            )
+            .unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Waits until node `name`'s API answers.
+    pub fn wait_api(&self, name: &str) {
+        let t0 = Instant::now();
+        while self
+            .lab
+            .run(
+                name,
+                keepup(),
+                &["-c", self.config.to_str().unwrap(), "status", "--json"],
+            )
+            .is_err()
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "API of {name} never answered\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a client requesting http://VIP/ every 10 ms from the client namespace.
+    pub fn start_probe(&mut self) {
+        let mut cmd = self.lab.command("client", keepup()).unwrap();
+        cmd.args([
+            "internal",
+            "probe",
+            "--target",
+            &format!("{VIP}:80"),
+            "--interval-ms",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        self.probe = Some((child, lines));
+    }
+
+    /// Everything the probe reported so far.
+    pub fn probe_lines(&self) -> Vec<Value> {
+        self.probe
+            .as_ref()
+            .map(|(_, l)| l.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the probe has been served by `name` after index `after`; returns the line.
+    pub fn wait_served_by(&self, name: &str, after: usize, max: Duration) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let lines = self.probe_lines();
+            if let Some(v) = lines
+                .iter()
+                .skip(after)
+                .find(|v| v["ok"] == true && v["detail"] == name)
+            {
+                return v.clone();
+            }
+            assert!(
+                t0.elapsed() < max,
+                "client never served by {name}; probe saw {lines:?}\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in self.agents.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some((mut c, _)) = self.probe.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
