@@ -234,3 +234,81 @@ fn vip_unsolicited_na_moves_neighbour_entry() {
         &["-6", "-c", "1", "-W", "1"],
     );
 }
+
+/// Packets counted by the single counter rule of `table FAMILY kut` in `ns`.
+fn counted(ns: &str, family: &str) -> u64 {
+    let out = sh(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", family, "kut"],
+    )
+    .unwrap_or_default();
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+// Issue: "repeated garp_count times every garp_interval_ms (the first
+// immediately; the rest may continue in the background after start
+// returns)"; NA "with hop limit 255 to ff02::1". Host b counts what it
+// receives with an nftables counter.
+#[test]
+fn vip_announces_garp_count_times() {
+    let test = "vip_announces_garp_count_times";
+    if !(can_run(test) && require::has_program(test, "nft")) {
+        return;
+    }
+    let mut lab = Lab::new(1).expect("lab");
+    let a = lab.add_host("a", 1).expect("host a");
+    let b = lab.add_host("b", 2).expect("host b");
+    let rules = "table arp kut {
+  chain c {
+    type filter hook input priority 0; policy accept;
+    arp operation request arp saddr ip 10.77.0.100 arp daddr ip 10.77.0.100 counter
+  }
+}
+table ip6 kut {
+  chain c {
+    type filter hook input priority 0; policy accept;
+    icmpv6 type nd-neighbor-advert ip6 hoplimit 255 ip6 saddr fd00:77::100 ip6 daddr ff02::1 counter
+  }
+}
+";
+    let file = std::env::temp_dir().join(format!("keepup-vip-nft-{}", std::process::id()));
+    std::fs::write(&file, rules).expect("rules file");
+    lab.run("b", "nft", &["-f", &file.display().to_string()])
+        .expect("nft rules");
+    let _ = std::fs::remove_file(&file);
+    let ns = NsThread::enter(&a.ns).expect("enter a");
+
+    for (address, family) in [("10.77.0.100/24", "arp"), ("fd00:77::100/64", "ip6")] {
+        let mut cfg = vip_cfg(address, 4);
+        cfg.garp_interval_ms = 200;
+        let vip = Arc::new(Vip::new(&cfg).expect("config"));
+        let v = Arc::clone(&vip);
+        let took = ns.run(move || async move {
+            let t0 = std::time::Instant::now();
+            v.start().await.map(|()| t0.elapsed())
+        });
+        let took = took.expect("start");
+        // The three repeats take 600 ms; start must not wait for them.
+        assert!(
+            took < Duration::from_millis(500),
+            "{test}: start took {took:?}"
+        );
+        assert!(
+            eventually(Duration::from_millis(150), || counted(&b.ns, family) >= 1),
+            "{test}: {family}: the first announcement is sent at once"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(
+            counted(&b.ns, family),
+            4,
+            "{test}: {family}: garp_count announcements"
+        );
+        let v = Arc::clone(&vip);
+        ns.run(move || async move { v.stop().await }).expect("stop");
+    }
+    drop(ns);
+}
