@@ -161,7 +161,11 @@ impl ReservedIp {
         if cfg.timeout_ms == 0 {
             return Err(bad("timeout_ms must be greater than 0".to_string()));
         }
+        // No proxy from the environment: the metadata service is link-local
+        // and must never go through one, and a failover path should not
+        // depend on an extra hop (droplets reach the API directly).
         let client = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("keepup/", env!("CARGO_PKG_VERSION")))
             .build()

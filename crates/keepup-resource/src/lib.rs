@@ -15,6 +15,10 @@
 //! - [`exec::Exec`]: operator scripts (Heartbeat resource scripts,
 //!   keepalived notify scripts).
 //!
+//! Operations run inside a tokio runtime with I/O and time enabled: they
+//! spawn tasks (the netlink connection, the repeated announcements, the
+//! drain of a script's stderr) on the current runtime.
+//!
 //! Nothing here knows about network namespaces: every socket is opened in
 //! the namespace of the calling thread. The agent runs whole inside its
 //! namespace (`ip netns exec`), and the lab tests enter one per thread.
