@@ -23,7 +23,9 @@
 //! exponential backoff and full jitter, within the operation's deadline.
 //! A `Retry-After` header (seconds; the API sends it with 429 since 2023)
 //! wins; otherwise `ratelimit-remaining: 0` with `ratelimit-reset` (Unix
-//! time) waits for the reset. Other 4xx answers fail at once.
+//! time) waits for the reset. A 422 "already has a pending event" (an
+//! earlier action still running) is retried too. Other 4xx answers fail at
+//! once.
 //!
 //! `stop` does nothing, on purpose: the next owner's assign moves the IP
 //! atomically, while an unassign would only open a window in which the IP
@@ -276,11 +278,18 @@ impl ReservedIp {
         if status.is_success() {
             return Ok(text);
         }
-        let retry = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        let message = api_message(&text);
+        // 422 "... already has a pending event" means an earlier action on
+        // the IP or the droplet (the previous owner's assign, our own
+        // monitor) is still running: it clears by itself, so wait and retry
+        // (seen in doctl#493 and terraform-provider-digitalocean#1034).
+        let pending =
+            status == StatusCode::UNPROCESSABLE_ENTITY && message.contains("pending event");
+        let retry = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || pending;
         Err(Attempt {
             retry,
             wait: if retry { server_wait(&headers) } else { None },
-            reason: format!("HTTP {status}{}", api_message(&text)),
+            reason: format!("HTTP {status}{message}"),
         })
     }
 

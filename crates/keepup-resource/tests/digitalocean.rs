@@ -187,6 +187,57 @@ async fn do_retries_5xx_and_429_with_backoff() {
     assert_eq!(s.fake.holder(IP), Some(ME));
 }
 
+// The API refuses an action while another one on the same IP or droplet
+// runs: 422 "The reserved IP already has a pending event." That clears by
+// itself (doctl#493), so it is retried; other 4xx answers are not.
+#[tokio::test]
+async fn do_retries_pending_event_but_not_other_4xx() {
+    let s = setup("pending", Some(2002), TOKEN, 5000).await;
+    s.fake.fail_next_request(
+        "POST",
+        "/actions",
+        2,
+        422,
+        "The reserved IP already has a pending event.",
+    );
+    s.res
+        .start()
+        .await
+        .expect("start after the pending event clears");
+    let posts: Vec<u16> = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(posts, [422, 422, 201]);
+    assert_eq!(s.fake.holder(IP), Some(ME));
+
+    s.fake.set_holder(IP, Some(2002));
+    s.fake.clear_requests();
+    s.fake.fail_next_request(
+        "POST",
+        "/actions",
+        5,
+        403,
+        "You do not have access for the attempted action.",
+    );
+    let msg = s.res.start().await.expect_err("403 is final").to_string();
+    assert!(
+        msg.contains("403") && msg.contains("do not have access"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn do_gives_up_at_the_deadline() {
     let s = setup("deadline", None, TOKEN, 600).await;

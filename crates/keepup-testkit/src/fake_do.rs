@@ -94,15 +94,35 @@ struct Action {
     started: u64,
 }
 
+/// An injected failure: the next `remaining` matching requests get it.
+#[derive(Debug, Clone)]
+struct Failure {
+    method: Option<Method>,
+    path_contains: Option<String>,
+    remaining: u32,
+    status: u16,
+    retry_after: Option<u64>,
+    message: Option<String>,
+}
+
+impl Failure {
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.remaining > 0
+            && self.method.as_ref().is_none_or(|m| m == method)
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
+    }
+}
+
 #[derive(Default)]
 struct State {
     opts: Options,
     requests: Vec<Recorded>,
     actions: BTreeMap<u64, Action>,
     next_action: u64,
-    fail_count: u32,
-    fail_status: u16,
-    fail_retry_after: Option<u64>,
+    failures: Vec<Failure>,
     polls_before_complete: u32,
     error_next: bool,
 }
@@ -183,18 +203,47 @@ impl FakeDo {
     /// Answers the next `n` requests (any route) with `status` (429, 500,
     /// 503...) before looking at them.
     pub fn fail_next(&self, n: u32, status: u16) {
-        let mut s = self.lock();
-        s.fail_count = n;
-        s.fail_status = status;
-        s.fail_retry_after = None;
+        self.lock().failures.push(Failure {
+            method: None,
+            path_contains: None,
+            remaining: n,
+            status,
+            retry_after: None,
+            message: None,
+        });
     }
 
     /// Like [`FakeDo::fail_next`], with a `Retry-After: secs` header.
     pub fn fail_next_with_retry_after(&self, n: u32, status: u16, secs: u64) {
-        let mut s = self.lock();
-        s.fail_count = n;
-        s.fail_status = status;
-        s.fail_retry_after = Some(secs);
+        self.lock().failures.push(Failure {
+            method: None,
+            path_contains: None,
+            remaining: n,
+            status,
+            retry_after: Some(secs),
+            message: None,
+        });
+    }
+
+    /// Answers the next `n` requests with `method` whose path contains
+    /// `path_contains` with `status` and the error `message` (e.g. the
+    /// API's 422 "The reserved IP already has a pending event.").
+    pub fn fail_next_request(
+        &self,
+        method: &str,
+        path_contains: &str,
+        n: u32,
+        status: u16,
+        message: &str,
+    ) {
+        self.lock().failures.push(Failure {
+            method: Method::from_bytes(method.as_bytes()).ok(),
+            path_contains: Some(path_contains.to_string()),
+            remaining: n,
+            status,
+            retry_after: None,
+            message: Some(message.to_string()),
+        });
     }
 
     /// New actions answer `in-progress` to this many polls before finishing.
@@ -335,19 +384,28 @@ async fn route(method: &Method, path: &str, rec: &Recorded, st: &Arc<Mutex<State
     // Injected failures come first, whatever the route.
     {
         let mut s = lock(st);
-        if s.fail_count > 0 {
-            s.fail_count -= 1;
+        s.failures.retain(|f| f.remaining > 0);
+        if let Some(f) = s.failures.iter_mut().find(|f| f.matches(method, path)) {
+            f.remaining -= 1;
             let status =
-                StatusCode::from_u16(s.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut extra = Vec::new();
-            if let Some(secs) = s.fail_retry_after {
+            if let Some(secs) = f.retry_after {
                 extra.push(("retry-after", secs.to_string()));
             }
-            let (id, msg) = if status == StatusCode::TOO_MANY_REQUESTS {
-                ("too_many_requests", "API Rate limit exceeded.")
-            } else {
-                ("server_error", "Unexpected server-side error")
+            let id = match status.as_u16() {
+                429 => "too_many_requests",
+                422 => "unprocessable_entity",
+                s if s >= 500 => "server_error",
+                _ => "error",
             };
+            let msg = f.message.clone().unwrap_or_else(|| {
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    "API Rate limit exceeded.".to_string()
+                } else {
+                    "Unexpected server-side error".to_string()
+                }
+            });
             return (status, extra, json!({"id": id, "message": msg}).to_string());
         }
     }
