@@ -5,6 +5,7 @@
 //! - `GET /v1/status` — [`types::StatusReport`] as JSON (open on loopback; token elsewhere)
 //! - `GET /v1/events` — recent [`types::EventRecord`]s as JSON
 //! - `GET /metrics` — Prometheus text format
+//! - `GET /` — the live dashboard; `GET /openapi.json` — this API's description
 //! - `POST /v1/...` — control requests ([`types::ControlRequest`]), bearer token required
 //!   unless the request comes from loopback and no token file is configured
 //!
@@ -13,7 +14,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod schema;
 mod server;
 pub mod types;
 
 pub use server::{serve, Backend, BoxFuture};
+
+/// The OpenAPI 3 description of every route (served at `/openapi.json`;
+/// a test checks it against the server).
+pub const OPENAPI: &str = include_str!("../openapi.json");

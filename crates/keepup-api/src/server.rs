@@ -35,6 +35,9 @@ pub trait Backend: Send + Sync + 'static {
 
 const MAX_BODY: usize = 64 * 1024;
 
+/// The live dashboard: one static page that polls `/v1/status` (no build step).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -126,6 +129,16 @@ async fn handle(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             backend.metrics(),
+        ),
+        (&Method::GET, "/" | "/dashboard") => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(DASHBOARD.as_bytes()),
+        ),
+        (&Method::GET, "/openapi.json") => reply(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from_static(crate::OPENAPI.as_bytes()),
         ),
         (&Method::GET, "/v1/status" | "/v1/events" | "/metrics") => error(
             StatusCode::UNAUTHORIZED,

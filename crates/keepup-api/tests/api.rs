@@ -1,0 +1,230 @@
+//! The API server against its OpenAPI description: every documented GET
+//! answers, the status document matches its schema, auth is enforced.
+
+use keepup_api::types::{cluster_json, ControlRequest, ControlResponse, EventRecord, StatusReport};
+use keepup_api::{schema, serve, Backend, BoxFuture};
+use keepup_cluster::sim::Sim;
+use keepup_cluster::{Core, Event};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Fake {
+    token: Option<String>,
+    seen: Mutex<Vec<ControlRequest>>,
+}
+
+fn report() -> StatusReport {
+    let mut spec = Sim::spec(&[("a", 200), ("b", 100)], 2, Sim::timing());
+    spec.me = "a".into();
+    let core = Core::new(spec, Duration::ZERO);
+    let ev = Event::PeerDead {
+        node: "b".into(),
+        silent_ms: 300,
+    };
+    StatusReport {
+        schema: 1,
+        version: "test".into(),
+        node: "a".into(),
+        uptime_s: 1.5,
+        cluster: cluster_json(&core.view(Duration::from_millis(10))),
+        dropped_packets: [("bad_signature".to_string(), 3u64)].into_iter().collect(),
+        realtime: false,
+        resources: vec![],
+        events: vec![EventRecord::now("a", &ev)],
+        lb: None,
+        db: None,
+    }
+}
+
+impl Backend for Fake {
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::to_value(report()).unwrap()
+    }
+    fn events_json(&self) -> serde_json::Value {
+        serde_json::to_value(report().events).unwrap()
+    }
+    fn metrics(&self) -> String {
+        "keepup_up 1\n".into()
+    }
+    fn control(&self, req: ControlRequest) -> BoxFuture<'_, ControlResponse> {
+        self.seen.lock().unwrap().push(req.clone());
+        Box::pin(async move {
+            match req {
+                ControlRequest::Standby => ControlResponse {
+                    ok: false,
+                    message: "refused: last node".into(),
+                },
+                _ => ControlResponse {
+                    ok: true,
+                    message: "done".into(),
+                },
+            }
+        })
+    }
+    fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+}
+
+async fn start(token: Option<&str>) -> (String, Arc<Fake>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let fake = Arc::new(Fake {
+        token: token.map(str::to_string),
+        seen: Mutex::new(vec![]),
+    });
+    tokio::spawn(serve(l, fake.clone(), std::future::pending()));
+    (format!("http://{addr}"), fake)
+}
+
+#[tokio::test]
+async fn every_documented_get_route_answers_and_status_matches_its_schema() {
+    let (base, _) = start(None).await;
+    let spec: serde_json::Value = serde_json::from_str(keepup_api::OPENAPI).unwrap();
+    let c = reqwest::Client::new();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        if ops.get("get").is_some() {
+            let r = c.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "GET {path}");
+        }
+    }
+    let doc: serde_json::Value = c
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let errors = schema::check(&doc, "StatusReport");
+    assert!(errors.is_empty(), "{errors:#?}");
+    let events: serde_json::Value = c
+        .get(format!("{base}/v1/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for e in events.as_array().unwrap() {
+        assert!(schema::check(e, "EventRecord").is_empty());
+    }
+    let html = c
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("/v1/status"),
+        "the dashboard polls the status API"
+    );
+}
+
+#[tokio::test]
+async fn schema_check_notices_a_broken_document() {
+    let mut doc = serde_json::to_value(report()).unwrap();
+    doc.as_object_mut().unwrap().remove("node");
+    doc["cluster"]["nodes"][0]["alive"] = serde_json::json!("yes");
+    let errors = schema::check(&doc, "StatusReport");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing required field \"node\"")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("alive: expected boolean")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn control_needs_the_token_and_refusals_are_409() {
+    let (base, fake) = start(Some("s3cret-token-0123")).await;
+    let c = reqwest::Client::new();
+    let r = c.post(format!("{base}/v1/online")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/v1/online"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/v1/online"))
+        .bearer_auth("s3cret-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{base}/v1/standby"))
+        .bearer_auth("s3cret-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: ControlResponse = r.json().await.unwrap();
+    assert!(body.message.contains("refused"));
+    let r = c
+        .post(format!("{base}/v1/lb/backends/web/web-2/drain"))
+        .bearer_auth("s3cret-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{base}/v1/control"))
+        .bearer_auth("s3cret-token-0123")
+        .body("{\"request\":\"teleport\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(format!("{base}/v1/nope"))
+        .bearer_auth("s3cret-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            ControlRequest::Online,
+            ControlRequest::Standby,
+            ControlRequest::LbBackend {
+                pool: "web".into(),
+                backend: "web-2".into(),
+                state: "drain".into()
+            }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_file_control_is_loopback_only_and_status_is_open_on_loopback() {
+    let (base, _) = start(None).await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.post(format!("{base}/v1/online"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
