@@ -36,6 +36,10 @@ pub enum Command {
     CheckConfig,
     /// Print config templates.
     Config(crate::cmd::config::ConfigArgs),
+    /// Move every resource group off a node for maintenance (like Pacemaker's standby).
+    Standby(crate::cmd::control::NodeArg),
+    /// Let a node in standby hold resource groups again.
+    Online(crate::cmd::control::NodeArg),
     /// Load-balancer operations (drain, enable, maintenance, reload).
     Lb(crate::cmd::lb::LbArgs),
     /// Database replication: setup, status, switchover, checksum.

@@ -288,3 +288,54 @@ fn rogue_packets_are_dropped_and_counted_and_change_nothing() {
     }
     let _ = VIP;
 }
+
+// Operator surface: "keepup standby NODE / keepup online NODE ... each
+// refusing with a clear message when it would break the cluster (e.g.
+// standby of the last healthy node)".
+#[test]
+fn standby_moves_groups_off_and_is_refused_for_the_last_healthy_node() {
+    if !can_run("standby_moves_groups_off_and_is_refused_for_the_last_healthy_node") {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 200), ("b", 100)]).build("standby");
+    c.start_all();
+    c.wait_vip_on("a", SECS(5));
+    let cfg = c.config.to_str().unwrap().to_string();
+    let out = c
+        .lab
+        .run("a", lab::keepup(), &["-c", &cfg, "--node", "a", "standby"])
+        .unwrap();
+    assert!(out.contains("standby"), "{out}");
+    c.wait_vip_on("b", SECS(3));
+    // b is now the only node that may hold the group: standby of b is refused.
+    let refused = c
+        .lab
+        .run("b", lab::keepup(), &["-c", &cfg, "--node", "b", "standby"]);
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("no other healthy node"), "{err}");
+    assert_eq!(c.live_vip_holders(), ["b"]);
+    let st = c.status("b");
+    let a = st["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["standby"], true);
+    c.lab
+        .run("a", lab::keepup(), &["-c", &cfg, "--node", "a", "online"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Failback is off: b keeps the group, a is simply eligible again.
+    assert_eq!(c.live_vip_holders(), ["b"]);
+    let st = c.status("b");
+    let a = st["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["standby"], false);
+}

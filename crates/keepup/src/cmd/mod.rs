@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod demo;
 pub mod internal;
@@ -20,6 +21,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&cli.config, args),
         Command::CheckConfig => check_config(&cli.config, cli.node.as_deref()),
         Command::Config(args) => config::run(args),
+        Command::Standby(a) => {
+            control::node_request(&cli.config, cli.node.as_deref(), a, "standby")
+        }
+        Command::Online(a) => control::node_request(&cli.config, cli.node.as_deref(), a, "online"),
         Command::Lb(args) => lb::run(&cli.config, args),
         Command::Db(args) => db::run(&cli.config, args),
         Command::Demo(args) => demo::run(args),

@@ -1,0 +1,106 @@
+//! Control requests to an agent's API: `keepup standby|online [NODE]`, and
+//! the helper `post` used by `keepup lb` and `keepup db`.
+
+use anyhow::Context;
+use clap::Args;
+use keepup_config::{Config, HostChecks};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A node to act on.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// The node (default: this host's node). Another node's agent must listen
+    /// on a non-loopback `api.listen` with an `api.token_file`.
+    pub target: Option<String>,
+}
+
+/// Where to reach `target`'s API: this host's `api.listen`, or the node's
+/// first address on the same port.
+fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow::Result<String> {
+    let listen = config.file.api.listen.clone();
+    let local_name = local
+        .map(str::to_string)
+        .unwrap_or_else(keepup_config::hostname);
+    let Some(t) = target.filter(|t| *t != local_name) else {
+        return Ok(listen);
+    };
+    let node = config
+        .node(t)
+        .with_context(|| format!("no node {t:?} in {}", config.path.display()))?;
+    let port = listen
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .context("api.listen has no port")?;
+    let ip = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+    if ip.starts_with("127.") || ip == "localhost" || ip == "[::1]" {
+        anyhow::bail!(
+            "node {t:?} is another host and api.listen ({listen}) is loopback-only: run this command on {t}, or set api.listen = \"0.0.0.0:{port}\" with an api.token_file"
+        );
+    }
+    let addr = node
+        .addresses
+        .first()
+        .context("node has no address")?
+        .get_ref()
+        .clone();
+    Ok(if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    })
+}
+
+/// POSTs `path` to the agent at `api`, with the token from the config if any.
+pub async fn post(
+    config: &Config,
+    api: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(bool, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?;
+    let mut req = client.post(format!("http://{api}{path}"));
+    if let Some(t) = &config.file.api.token_file {
+        let token = std::fs::read_to_string(t.get_ref())
+            .with_context(|| format!("cannot read API token file {}", t.get_ref().display()))?;
+        req = req.bearer_auth(token.trim());
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("no agent answers at {api} (is `keepup run` running there?)"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    let message = v["message"].as_str().unwrap_or("").to_string();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!("{api}: {message}");
+    }
+    Ok((status.is_success() && v["ok"] == true, message))
+}
+
+/// `keepup standby|online [NODE]`.
+pub fn node_request(
+    config_path: &Path,
+    local: Option<&str>,
+    arg: NodeArg,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path, HostChecks::FileOnly)?;
+    let api = api_of(&config, local, arg.target.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (ok, message) = rt.block_on(post(&config, &api, &format!("/v1/{what}"), None))?;
+    if ok {
+        println!("{message}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("keepup: {message}");
+        Ok(ExitCode::from(1))
+    }
+}
