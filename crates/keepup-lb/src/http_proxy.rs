@@ -8,6 +8,7 @@
 //! never reached one or is idempotent (bodies up to 64 KiB are kept for that).
 
 use crate::backend::{HashKey, InFlight, SelectKey};
+use crate::upstream::{Lent, Upstream};
 use crate::{ConnGuard, FrontendRt, Settings};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,9 +16,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use keepup_config::LbFrontend;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -32,22 +31,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 /// Bodies up to this size are buffered so the request can be retried.
 const RETRY_BODY_MAX: u64 = 64 * 1024;
 
-/// The pooled client to backends (one per worker and frontend).
-pub(crate) type BackendClient = Client<HttpConnector, ProxyBody>;
-
-/// Builds the backend client for a frontend.
-pub(crate) fn backend_client(cfg: &LbFrontend) -> BackendClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms.max(1))));
-    conn.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build(conn)
-}
-
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -57,7 +40,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Per client connection.
 struct Conn {
     fe: Arc<FrontendRt>,
-    client: BackendClient,
+    up: Arc<Upstream>,
     client_ip: IpAddr,
     tls: bool,
     xff: HeaderValue,
@@ -70,7 +53,7 @@ pub(crate) async fn serve(
     settings: Arc<Settings>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    client: BackendClient,
+    up: Arc<Upstream>,
     mut closing: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -117,7 +100,7 @@ pub(crate) async fn serve(
     };
     let conn = Arc::new(Conn {
         fe: fe.clone(),
-        client,
+        up,
         client_ip: ip,
         tls,
         xff,
@@ -413,6 +396,10 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
     let mut tried = 0u64;
     let mut failed = false;
     let client_failed = Arc::new(AtomicBool::new(false));
+    let kept = matches!(body, ReqBody::Kept(_));
+    // A request that never left (connect failed, pooled connection found
+    // dead) is reused as it is for the next try.
+    let mut unsent: Option<Request<ProxyBody>> = None;
     for attempt in 0..attempts {
         let (idx, b) = match (&pinned, attempt) {
             (Some((i, b)), 0) => (*i, b.clone()),
@@ -422,37 +409,54 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
             },
         };
         tried |= 1u64 << (idx % 64);
-        let req_body = match &mut body {
-            ReqBody::Kept(b) => ProxyBody::Full(b.clone()),
-            ReqBody::Stream(inc) => match inc.take() {
-                Some(inner) => ProxyBody::Client {
-                    inner,
-                    fe: c.fe.clone(),
-                    failed: client_failed.clone(),
-                },
-                None => break,
-            },
+        let mut r = match unsent.take() {
+            Some(r) => r,
+            None => {
+                let req_body = match &mut body {
+                    ReqBody::Kept(b) => ProxyBody::Full(b.clone()),
+                    ReqBody::Stream(inc) => match inc.take() {
+                        Some(inner) => ProxyBody::Client {
+                            inner,
+                            fe: c.fe.clone(),
+                            failed: client_failed.clone(),
+                        },
+                        None => break,
+                    },
+                };
+                let mut r = Request::new(req_body);
+                *r.method_mut() = parts.method.clone();
+                *r.uri_mut() = Uri::from(path.clone());
+                *r.version_mut() = Version::HTTP_11;
+                // Keep a copy of the headers only while a sent request may
+                // still be retried (idempotent, body in memory, tries left).
+                *r.headers_mut() = if kept && idempotent && attempt + 1 < attempts {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
+                r
+            }
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(b.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return error(StatusCode::BAD_REQUEST, false);
-        };
-        let mut r = Request::new(req_body);
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = uri;
-        *r.version_mut() = Version::HTTP_11;
-        *r.headers_mut() = if attempt + 1 == attempts || matches!(body, ReqBody::Stream(_)) {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
-        };
+        if !r.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(b.authority.as_str()) {
+                r.headers_mut().insert(header::HOST, v);
+            }
+        }
         b.counters.requests.fetch_add(1, Relaxed);
         let flight = InFlight::new(b.clone());
         let t0 = Instant::now();
-        match tokio::time::timeout(backend_timeout, c.client.request(r)).await {
+        let (mut sender, reused) = match c.up.get(b.addr).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(backend = %b.name, "{e}");
+                b.counters.errors.fetch_add(1, Relaxed);
+                pool.observe_failure(&b);
+                failed = true;
+                unsent = Some(r);
+                continue;
+            }
+        };
+        match tokio::time::timeout(backend_timeout, sender.try_send_request(r)).await {
             Ok(Ok(resp)) => {
                 let code = resp.status().as_u16();
                 b.counters.latency.observe(t0.elapsed());
@@ -473,31 +477,43 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
                 if let Some(v) = set_cookie {
                     rp.headers.append(header::SET_COOKIE, v);
                 }
+                let lent = Lent {
+                    up: c.up.clone(),
+                    addr: b.addr,
+                    done: inner.is_end_stream(),
+                    sender: Some(sender),
+                };
                 return Response::from_parts(
                     rp,
                     ProxyBody::Backend {
                         inner,
                         fe: c.fe.clone(),
                         flight,
+                        lent,
                     },
                 );
             }
-            Ok(Err(e)) => {
+            Ok(Err(mut e)) => {
                 if client_failed.load(Relaxed) {
                     // The client's body broke (bad chunking, cut off): not the backend's fault.
                     c.fe.counters.errors.fetch_add(1, Relaxed);
                     return error(StatusCode::BAD_REQUEST, true);
                 }
-                b.counters.errors.fetch_add(1, Relaxed);
-                pool.observe_failure(&b);
-                failed = true;
-                let retry = matches!(body, ReqBody::Kept(_)) && (e.is_connect() || idempotent);
-                tracing::debug!(backend = %b.name, retry, "backend request failed: {e:?}");
-                if !retry {
-                    break;
+                let never_left = e.take_message();
+                tracing::debug!(backend = %b.name, reused, sent = never_left.is_none(), "backend request failed: {:?}", e.error());
+                if never_left.is_some() && reused {
+                    // A pooled connection the backend had closed: not a
+                    // failure of the backend, and it may be picked again.
+                    tried &= !(1u64 << (idx % 64));
+                } else {
+                    b.counters.errors.fetch_add(1, Relaxed);
+                    pool.observe_failure(&b);
                 }
-                if parts.headers.is_empty() {
-                    break;
+                failed = true;
+                match never_left {
+                    Some(r) => unsent = Some(r),
+                    None if kept && idempotent && !parts.headers.is_empty() => {}
+                    None => break,
                 }
             }
             Err(_) => {
@@ -516,7 +532,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
 
 /// The one body type on both sides of the proxy, so nothing is boxed.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// A body held in memory (error pages, bodies kept for retries).
     Full(Option<Bytes>),
     /// A client's request body streamed to a backend.
@@ -537,6 +553,8 @@ pub enum ProxyBody {
         fe: Arc<FrontendRt>,
         /// Keeps the request counted as in flight until the body ends.
         flight: InFlight,
+        /// The backend connection, pooled again once the body is read.
+        lent: Lent,
     },
 }
 
@@ -563,7 +581,12 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(r)
             }
-            ProxyBody::Backend { inner, fe, flight } => {
+            ProxyBody::Backend {
+                inner,
+                fe,
+                flight,
+                lent,
+            } => {
                 let r = std::task::ready!(Pin::new(inner).poll_frame(cx));
                 match &r {
                     Some(Ok(f)) => {
@@ -576,7 +599,7 @@ impl Body for ProxyBody {
                     Some(Err(_)) => {
                         flight.0.counters.errors.fetch_add(1, Relaxed);
                     }
-                    None => {}
+                    None => lent.done = true,
                 }
                 Poll::Ready(r)
             }

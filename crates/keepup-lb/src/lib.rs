@@ -39,6 +39,7 @@ pub mod proxy_protocol;
 mod stats;
 mod tcp_proxy;
 mod tls;
+mod upstream;
 
 pub use backend::{Backend, Health, Pool, SelectKey};
 pub use keepup_config::LbSection;
@@ -306,7 +307,9 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
         }
     };
     let mut closing = fe.closing.subscribe();
-    let client = http_proxy::backend_client(&fe.settings.load().cfg);
+    let up = upstream::Upstream::new(Duration::from_millis(
+        fe.settings.load().cfg.connect_timeout_ms.max(1),
+    ));
     loop {
         if *closing.borrow() {
             break;
@@ -340,7 +343,7 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
                     settings,
                     stream,
                     peer,
-                    client.clone(),
+                    up.clone(),
                     closing.clone(),
                     permit,
                 ));

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Load-balancer benchmark: keepup-lb vs HAProxy vs nginx, interleaved.
+#
+#   bench/lb.sh            # full run (about 15 minutes), writes BENCHMARKS.md
+#   DURATION=3 ROUNDS=3 bench/lb.sh   # quicker
+#
+# Everything runs on 127.0.0.1. Three small Rust backends per body size
+# (crates/keepup-lb/examples/lb_backend.rs) serve a fixed body; each proxy
+# gets identical settings (round-robin over the same backends, keep-alive to
+# backends, X-Forwarded-For added, no health checks, no access log). With one
+# worker the proxy is pinned to core 0 and wrk plus the backends to core 1.
+# Scenarios: keep-alive at 64 and 512 connections, a new connection per
+# request (wrk -H 'Connection: close'), a 16 KiB response body, and TCP mode.
+# Results: median of ROUNDS runs; peak RSS is VmHWM summed over the proxy's
+# processes after all scenarios.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
+WORKERS_LIST="${WORKERS_LIST:-1 2}"
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "building keepup-lb (release)"
+(cd "$repo" && cargo build --release -q -p keepup-lb --examples)
+bin="$repo/target/release/examples"
+
+work="$(mktemp -d /tmp/keepup-lb-bench.XXXXXX)"
+pids=()
+cleanup() {
+    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# Backends: 3 small (13-byte body) and 3 big (16 KiB).
+SMALL=(19001 19002 19003)
+BIG=(19011 19012 19013)
+for p in "${SMALL[@]}"; do taskset -c 1 "$bin/lb-backend" "127.0.0.1:$p" 13 & pids+=($!); done
+for p in "${BIG[@]}"; do taskset -c 1 "$bin/lb-backend" "127.0.0.1:$p" 16384 & pids+=($!); done
+sleep 0.5
+
+# Ports: keepup 181xx, HAProxy 182xx, nginx 183xx; x81 small, x82 big, x83 tcp.
+port() { # tool scenario
+    local base
+    case "$1" in keepup) base=18100 ;; haproxy) base=18200 ;; nginx) base=18300 ;; esac
+    case "$2" in ka64 | ka512 | close) echo $((base + 81)) ;; body16k) echo $((base + 82)) ;; tcp) echo $((base + 83)) ;; esac
+}
+
+results="$work/results.tsv"
+: >"$results"
+rss="$work/rss.tsv"
+: >"$rss"
+
+for W in $WORKERS_LIST; do
+    echo "== $W worker(s)"
+    if [ "$W" = 1 ]; then PIN_PROXY="taskset -c 0"; PIN_WRK="taskset -c 1"; WRK_T=1; else PIN_PROXY=""; PIN_WRK=""; WRK_T=2; fi
+    "$here/lb/configs.sh" "$work" "$W"
+    tool_pids=()
+    $PIN_PROXY "$bin/lb-standalone" "$work/keepup.toml" >"$work/keepup.log" 2>&1 & kp=$!
+    pids+=($kp)
+    $PIN_PROXY haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 & hp=$!
+    pids+=($hp)
+    $PIN_PROXY nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.log" 2>&1 & np=$!
+    pids+=($np)
+    sleep 1
+    for t in keepup haproxy nginx; do
+        for s in ka64 body16k tcp; do
+            curl_ok=$(timeout 5 wrk -t1 -c1 -d1s "http://127.0.0.1:$(port $t $s)/" 2>&1 | awk '/Requests\/sec/ {print ($2 > 0)}')
+            [ "$curl_ok" = 1 ] || { echo "$t $s does not answer; see $work/*.log"; exit 1; }
+        done
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        for s in ka64 ka512 close body16k tcp; do
+            for t in keepup haproxy nginx; do
+                conns=64; extra=()
+                [ "$s" = ka512 ] && conns=512
+                [ "$s" = close ] && extra=(-H "Connection: close")
+                out="$work/wrk-$W-$round-$s-$t.txt"
+                $PIN_WRK wrk -t"$WRK_T" -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" \
+                    "http://127.0.0.1:$(port $t $s)/" >"$out" 2>&1 || true
+                python3 "$here/lb/parse_wrk.py" "$out" "$W" "$round" "$s" "$t" >>"$results"
+                tail -1 "$results" | awk -F'\t' '{printf "  w%s r%s %-8s %-8s %10.0f req/s  p50 %-8s p99 %-8s errors %s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+            done
+        done
+    done
+    for t in keepup haproxy nginx; do
+        case $t in keepup) p=$kp ;; haproxy) p=$hp ;; nginx) p=$np ;; esac
+        total=0
+        for q in $p $(pgrep -P "$p" || true); do
+            kb=$(awk '/VmHWM/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0)
+            total=$((total + ${kb:-0}))
+        done
+        printf '%s\t%s\t%s\n' "$W" "$t" "$total" >>"$rss"
+    done
+    kill "$kp" "$hp" 2>/dev/null || true
+    kill -QUIT "$np" 2>/dev/null || true
+    wait "$kp" "$hp" "$np" 2>/dev/null || true
+done
+
+python3 "$here/lb/report.py" "$results" "$rss" "$repo/BENCHMARKS.md" "$DURATION" "$ROUNDS"
+echo "raw output in $work"

@@ -1,0 +1,134 @@
+"""Aggregates bench/lb.sh results (median over rounds) into a markdown table
+and writes it as the "## Load balancer" section of BENCHMARKS.md, leaving
+every other section alone."""
+import collections
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+results, rss_path, bench_md, duration, rounds = sys.argv[1:6]
+TOOLS = ["keepup", "haproxy", "nginx"]
+NAMES = {"keepup": "keepup", "haproxy": "HAProxy", "nginx": "nginx"}
+SCEN = [
+    ("ka64", "keep-alive, 64 conns"),
+    ("ka512", "keep-alive, 512 conns"),
+    ("close", "new connection per request, 64 conns"),
+    ("body16k", "16 KiB body, keep-alive, 64 conns"),
+    ("tcp", "TCP mode (L4), keep-alive, 64 conns"),
+]
+
+data = collections.defaultdict(list)
+for line in open(results):
+    w, r, s, t, rps, p50, p99, err = line.rstrip("\n").split("\t")
+    data[(w, s, t)].append((float(rps), float(p50), float(p99), int(err)))
+rss = {}
+for line in open(rss_path):
+    w, t, kb = line.split()
+    rss[(w, t)] = int(kb)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except Exception:
+        return "?"
+
+
+lines = []
+lines.append("## Load balancer")
+lines.append("")
+lines.append(
+    "`bench/lb.sh` on %s, %s UTC: %s s per run, median of %s interleaved rounds "
+    "(keepup, HAProxy, nginx, then again), wrk on 127.0.0.1, 3 Rust backends per body size "
+    "(`crates/keepup-lb/examples/lb_backend.rs`), round-robin, keep-alive to backends, "
+    "X-Forwarded-For added by every proxy. With 1 worker the proxy is pinned to core 0 and wrk "
+    "plus backends to core 1; with 2 nothing is pinned (the machine has 2 cores, so the 2-worker "
+    "rows share cores with wrk and the backends)."
+    % (
+        platform.node() or "this machine",
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        duration,
+        rounds,
+    )
+)
+lines.append("")
+lines.append(
+    "Versions: %s; %s; %s. Latency in ms (wrk --latency). Ratio = keepup req/s / peer req/s."
+    % (version(["haproxy", "-v"]), version(["nginx", "-v"]), version(["wrk", "-v"]))
+)
+lines.append("")
+workers = sorted({k[0] for k in data}, key=int)
+for w in workers:
+    lines.append("### %s worker%s" % (w, "" if w == "1" else "s"))
+    lines.append("")
+    lines.append(
+        "| scenario | keepup req/s | HAProxy req/s | nginx req/s | vs HAProxy | vs nginx | vs better peer "
+        "| keepup p50 / p99 | HAProxy p50 / p99 | nginx p50 / p99 | errors k/h/n |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+    for s, label in SCEN:
+        row = {}
+        for t in TOOLS:
+            xs = data.get((w, s, t), [])
+            row[t] = (
+                med([x[0] for x in xs]),
+                med([x[1] for x in xs]),
+                med([x[2] for x in xs]),
+                sum(x[3] for x in xs),
+            )
+        k, h, n = row["keepup"][0], row["haproxy"][0], row["nginx"][0]
+        ratio = lambda a, b: "%.2f×" % (a / b) if b and b == b and b > 0 else "n/a"
+        best = max(h, n)
+        lines.append(
+            "| %s | %.0f | %.0f | %.0f | %s | %s | %s | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %d/%d/%d |"
+            % (
+                label,
+                k,
+                h,
+                n,
+                ratio(k, h),
+                ratio(k, n),
+                ratio(k, best),
+                row["keepup"][1],
+                row["keepup"][2],
+                row["haproxy"][1],
+                row["haproxy"][2],
+                row["nginx"][1],
+                row["nginx"][2],
+                row["keepup"][3],
+                row["haproxy"][3],
+                row["nginx"][3],
+            )
+        )
+    lines.append("")
+    lines.append(
+        "Peak RSS over all scenarios (VmHWM, summed over the proxy's processes): "
+        + ", ".join(
+            "%s %.1f MiB" % (NAMES[t], rss.get((w, t), 0) / 1024.0) for t in TOOLS
+        )
+        + "."
+    )
+    lines.append("")
+section = "\n".join(lines).rstrip() + "\n"
+
+text = open(bench_md).read() if os.path.exists(bench_md) else "# Benchmarks\n"
+start = text.find("\n## Load balancer")
+if text.startswith("## Load balancer"):
+    start = 0
+if start == -1:
+    text = text.rstrip() + "\n\n" + section
+else:
+    s0 = start + (0 if start == 0 else 1)
+    nxt = text.find("\n## ", s0 + 3)
+    end = len(text) if nxt == -1 else nxt + 1
+    text = text[:s0] + section + ("\n" + text[end:] if end < len(text) else "")
+open(bench_md, "w").write(text)
+print(section)
