@@ -12,6 +12,7 @@ need=(
   "nft nftables"
   "ping iputils-ping"
   "curl curl"
+  "arping iputils-arping"
   "mariadbd mariadb-server"
   "mariadb mariadb-client"
   "mariadb-backup mariadb-backup"

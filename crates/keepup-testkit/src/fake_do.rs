@@ -531,6 +531,15 @@ async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer
             );
         };
         let e = std::mem::take(&mut s.error_next);
+        // Like the provider, the new holder is what reads see from the moment
+        // the assign is accepted; a failed move restores the previous one.
+        if let (false, Some("assign"), Some(to)) = (
+            e,
+            body.get("type").and_then(Value::as_str),
+            body.get("droplet_id").and_then(Value::as_u64),
+        ) {
+            s.opts.reserved_ips.insert(ip.to_string(), Some(to));
+        }
         (prev, s.opts.on_assign.clone(), e)
     };
     let (kind, outcome) = match (kind, target) {
@@ -547,6 +556,7 @@ async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer
                     if let Err(e) = moved {
                         eprintln!("fake-do: moving {ip} to droplet {to} failed: {e}");
                         outcome = "errored";
+                        lock(st).opts.reserved_ips.insert(ip.to_string(), previous);
                     }
                 }
                 if outcome == "completed" {

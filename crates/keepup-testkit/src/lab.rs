@@ -75,7 +75,10 @@ impl Lab {
             children: Vec::new(),
         };
         for l in 0..links {
-            lab.ip_in(&lab.switch, &["link", "add", &format!("br{l}"), "type", "bridge"])?;
+            lab.ip_in(
+                &lab.switch,
+                &["link", "add", &format!("br{l}"), "type", "bridge"],
+            )?;
             lab.ip_in(&lab.switch, &["link", "set", &format!("br{l}"), "up"])?;
         }
         lab.ip_in(&lab.switch, &["link", "set", "lo", "up"])?;
@@ -95,17 +98,42 @@ impl Lab {
         self.ip_in(&ns, &["link", "set", "lo", "up"])?;
         for l in 0..self.links {
             // veth names are limited to 15 bytes: keep them short and unique per lab.
-            let outer = format!("v{}h{index}l{l}", self.hosts.len() + 1000 * (self.id.len() % 7));
+            let outer = format!(
+                "v{}h{index}l{l}",
+                self.hosts.len() + 1000 * (self.id.len() % 7)
+            );
             let outer: String = outer.chars().take(15).collect();
             sh(
                 "ip",
                 &[
-                    "-n", &self.switch, "link", "add", &outer, "type", "veth", "peer", "name",
-                    &format!("eth{l}"), "netns", &ns,
+                    "-n",
+                    &self.switch,
+                    "link",
+                    "add",
+                    &outer,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("eth{l}"),
+                    "netns",
+                    &ns,
                 ],
             )?;
-            self.ip_in(&self.switch, &["link", "set", &outer, "master", &format!("br{l}"), "up"])?;
-            self.ip_in(&ns, &["addr", "add", &format!("10.77.{l}.{index}/24"), "dev", &format!("eth{l}")])?;
+            self.ip_in(
+                &self.switch,
+                &["link", "set", &outer, "master", &format!("br{l}"), "up"],
+            )?;
+            self.ip_in(
+                &ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("10.77.{l}.{index}/24"),
+                    "dev",
+                    &format!("eth{l}"),
+                ],
+            )?;
             self.ip_in(&ns, &["link", "set", &format!("eth{l}"), "up"])?;
         }
         let host = Host {
@@ -158,7 +186,12 @@ impl Lab {
         let h = self.host(name)?;
         self.ip_in(
             &h.ns,
-            &["link", "set", &format!("eth{link}"), if up { "up" } else { "down" }],
+            &[
+                "link",
+                "set",
+                &format!("eth{link}"),
+                if up { "up" } else { "down" },
+            ],
         )?;
         Ok(())
     }
@@ -180,8 +213,14 @@ impl Lab {
                     "priority", "0", ";", "policy", "accept", ";", "}",
                 ])?;
                 // Loopback stays open: the agent's own API must keep answering.
-                let iif = if hook == "input" { "iifname" } else { "oifname" };
-                nft(&["add", "rule", "inet", "kulab", hook, iif, "!=", "lo", "drop"])?;
+                let iif = if hook == "input" {
+                    "iifname"
+                } else {
+                    "oifname"
+                };
+                nft(&[
+                    "add", "rule", "inet", "kulab", hook, iif, "!=", "lo", "drop",
+                ])?;
             }
         } else {
             nft(&["delete", "table", "inet", "kulab"])?;

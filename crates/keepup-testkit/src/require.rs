@@ -5,7 +5,9 @@ use std::path::Path;
 
 /// True when running under CI (`CI=true`), where no test may skip.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Returns `true` when the test can run. When it cannot, prints why and
@@ -51,5 +53,9 @@ pub fn root(test: &str) -> bool {
 
 /// `available` for a program on PATH.
 pub fn has_program(test: &str, name: &str) -> bool {
-    available(test, &format!("the program {name}"), program(name).is_some())
+    available(
+        test,
+        &format!("the program {name}"),
+        program(name).is_some(),
+    )
 }

@@ -339,3 +339,95 @@ fn standby_moves_groups_off_and_is_refused_for_the_last_healthy_node() {
         .clone();
     assert_eq!(a["standby"], false);
 }
+
+fn fake_do_binary() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KEEPUP_FAKE_DO") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("fake-do");
+    p.is_file().then_some(p)
+}
+
+// Issue: "the DigitalOcean resource against a local fake API whose 'assign'
+// moves the address in the lab, so the failover is seen end to end".
+#[test]
+fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
+    let test = "digitalocean_reserved_ip_follows_the_failover_end_to_end";
+    if !can_run(test) {
+        return;
+    }
+    let bin = fake_do_binary();
+    if !keepup_testkit::require::available(
+        test,
+        "the fake-do binary (built by a workspace test run)",
+        bin.is_some(),
+    ) {
+        return;
+    }
+    let bin = bin.unwrap();
+    let dir = std::env::temp_dir().join(format!("keepup-do-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "dop_v1_e2e_token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .resource(&format!(
+            "type = \"digitalocean\"\nreserved_ip = \"{VIP}\"\ntoken_file = \"{}\"\napi_url = \"http://10.77.0.250:8080\"\nmetadata_url = \"http://10.77.0.250:8080/metadata/v1\"\ntimeout_ms = 5000\nmonitor_interval_ms = 1000\n",
+            token.display()
+        ))
+        .build("do");
+    let a_ns = c.lab.host("a").unwrap().ns.clone();
+    let b_ns = c.lab.host("b").unwrap().ns.clone();
+    c.lab.add_host("cloud", 250).unwrap();
+    let mut cmd = c.lab.command("cloud", bin.to_str().unwrap()).unwrap();
+    cmd.args([
+        "--listen",
+        "10.77.0.250:8080",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--reserved-ip",
+        VIP,
+        "--droplet",
+        &format!("10.77.0.1=1001:{a_ns}:eth0"),
+        "--droplet",
+        &format!("10.77.0.2=1002:{b_ns}:eth0"),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(dir.join("fake-do.log")).unwrap());
+    c.lab.spawn(cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.start_all();
+    c.wait_acquired("a", SECS(10));
+    c.start_probe();
+    c.wait_served_by("a", 0, SECS(5));
+    let mark = c.probe_lines().len();
+    c.kill9("a");
+    let took = c.wait_vip_on("b", SECS(10));
+    // The fake provider moved the address: it leaves a's namespace (the fake
+    // adds it to b first, then removes it from a).
+    let t0 = std::time::Instant::now();
+    while c.vip_holders() != ["b"] {
+        assert!(
+            t0.elapsed() < SECS(3),
+            "still on {:?}: a has {}\nfake-do: {}\n{}",
+            c.vip_holders(),
+            c.lab.run("a", "ip", &["-o", "addr"]).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("fake-do.log")).unwrap_or_default(),
+            c.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let line = c.wait_served_by("b", mark, SECS(5));
+    eprintln!(
+        "digitalocean: reserved IP on b after {took:?}; client gap {} ms",
+        line["gap_ms"]
+    );
+    let log = c.log("b");
+    assert!(
+        !log.contains("dop_v1_e2e_token"),
+        "the token never appears in logs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

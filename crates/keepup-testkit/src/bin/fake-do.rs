@@ -121,6 +121,31 @@ fn ip_addr(action: &str, d: &Droplet, ip: &str, prefix: u8) -> Result<(), String
     }
 }
 
+/// Stands in for the provider's network: on DigitalOcean the reserved IP is
+/// routed to the new droplet by the provider, with no ARP from the droplet.
+/// In the lab the hosts share a bridge, so the fake announces the move with
+/// a gratuitous ARP from the new holder (iputils `arping -U`), or clients
+/// would keep sending to the old holder's MAC.
+fn announce(d: &Droplet, ip: &str) {
+    if ip.contains(':') {
+        return;
+    }
+    // In the background: arping waits for answers that never come to an
+    // unsolicited ARP, and the move must not wait for it.
+    let res = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &d.ns, "arping", "-q", "-U", "-c", "1", "-w", "1", "-I", &d.dev, ip,
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    if res.is_err() {
+        eprintln!(
+            "fake-do: could not announce {ip} from {} (is iputils-arping installed?)",
+            d.ns
+        );
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -170,6 +195,7 @@ async fn main() -> Result<()> {
             if let Some(old) = from.filter(|f| *f != to).and_then(|f| hook_ids.get(&f)) {
                 ip_addr("del", old, ip, prefix)?;
             }
+            announce(new, ip);
             eprintln!(
                 "fake-do: {ip} moved to droplet {to} ({}:{})",
                 new.ns, new.dev

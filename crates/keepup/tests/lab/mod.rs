@@ -41,6 +41,7 @@ pub struct Builder {
     extra: String,
     timing: String,
     ping: bool,
+    resource: Option<String>,
 }
 
 impl Builder {
@@ -52,7 +53,13 @@ impl Builder {
             timing: "heartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n"
                 .into(),
             ping: false,
+            resource: None,
         }
+    }
+    /// Replaces the group's VIP resource with this `[[group.resource]]` body.
+    pub fn resource(mut self, toml: &str) -> Self {
+        self.resource = Some(toml.to_string());
+        self
     }
     pub fn links(mut self, n: u8) -> Self {
         self.links = n;
@@ -95,8 +102,11 @@ impl Builder {
             ));
         }
         lab.add_host("client", 200).unwrap();
+        let resource = self.resource.clone().unwrap_or_else(|| format!(
+            "type = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\ngarp_count = 2\ngarp_interval_ms = 50\nmonitor_interval_ms = 200\n"
+        ));
         toml.push_str(&format!(
-            "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\ngarp_count = 2\ngarp_interval_ms = 50\nmonitor_interval_ms = 200\n\n{}",
+            "[[group]]\nname = \"site\"\n\n[[group.resource]]\n{resource}\n{}",
             self.extra
         ));
         let config = dir.join("keepup.toml");
@@ -200,6 +210,30 @@ impl Cluster {
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until node `name` reports that it owns group `site`.
+    pub fn wait_acquired(&self, name: &str, max: Duration) {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(out) = self.lab.run(
+                name,
+                keepup(),
+                &["-c", self.config.to_str().unwrap(), "status", "--json"],
+            ) {
+                if let Ok(v) = serde_json::from_str::<Value>(&out) {
+                    if v["cluster"]["groups"][0]["owner"] == name {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                t0.elapsed() < max,
+                "{name} never acquired the group\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
