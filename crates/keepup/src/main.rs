@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd;
+mod ext;
 
 use clap::Parser;
 use std::process::ExitCode;

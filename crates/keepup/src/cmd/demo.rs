@@ -1,6 +1,12 @@
 //! `keepup demo`: the whole site of the README's picture, in network
 //! namespaces on this machine, with a client that keeps requesting it and a
 //! narrated walk through failures, each with the gap the client saw.
+//!
+//! ```text
+//!  client ──> 10.77.0.100 ──> [lb-1] [lb-2]      keepup agents + load balancer
+//!                               │
+//!                 [web-1] [web-2] [web-3]        small web servers answering their name
+//! ```
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -9,17 +15,19 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Arguments of `keepup demo`.
 #[derive(Debug, Args)]
-#[command(long_about = "Builds the whole site in network namespaces on this machine (root \
-needed): two keepup nodes sharing a floating IP, web servers, and a client that keeps \
-requesting the site. Then it fails things and narrates each failover with the gap the \
-client saw.\n\n--once runs the walk-through and exits (0 when the client saw service \
-restored after every failure). --keep leaves the site running afterwards until Ctrl-C. \
-Everything is removed on exit.")]
+#[command(
+    long_about = "Builds the whole site in network namespaces on this machine (root \
+needed): two keepup nodes sharing a floating IP and load-balancing over three web \
+servers, and a client that keeps requesting the site. Then it fails things one by one \
+and narrates each failover with the gap the client saw.\n\n--once runs the walk-through \
+and exits (0 when the client saw service restored after every failure). --keep leaves \
+the site running afterwards until Ctrl-C. Everything is removed on exit."
+)]
 pub struct DemoArgs {
     /// Run the scripted failovers once and exit (for CI).
     #[arg(long)]
@@ -30,15 +38,27 @@ pub struct DemoArgs {
 }
 
 const VIP: &str = "10.77.0.100";
-const NODES: [(&str, u8, u32); 2] = [("lb-1", 1, 200), ("lb-2", 2, 100)];
+const LBS: [(&str, u8, u32); 2] = [("lb-1", 1, 200), ("lb-2", 2, 100)];
+const WEBS: [(&str, u8); 3] = [("web-1", 11), ("web-2", 12), ("web-3", 13)];
+
+/// One line of the client probe, stamped when it arrived.
+#[derive(Clone)]
+struct Seen {
+    at: Instant,
+    ok: bool,
+    detail: String,
+    gap_ms: Option<u64>,
+}
 
 struct Site {
     lab: Lab,
+    exe: String,
     dir: PathBuf,
     config: PathBuf,
     agents: Vec<(String, Child)>,
-    probe_rx: mpsc::Receiver<Value>,
-    probe: Child,
+    webs: Vec<(String, usize)>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    probe: Option<Child>,
     t0: Instant,
 }
 
@@ -48,83 +68,115 @@ fn say(t0: Instant, msg: &str) {
     let _ = out.flush();
 }
 
+fn site_config(key: &std::path::Path) -> String {
+    let mut t = format!(
+        "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n",
+        key.display()
+    );
+    for (name, idx, prio) in LBS {
+        t.push_str(&format!(
+            "[[node]]\nname = \"{name}\"\naddresses = [\"10.77.0.{idx}\"]\npriority = {prio}\n\n"
+        ));
+    }
+    t.push_str(&format!(
+        "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n\n"
+    ));
+    t.push_str(&format!(
+        "[lb]\nworkers = 1\n\n[[lb.frontend]]\nname = \"www\"\nbind = \"{VIP}:80\"\npool = \"web\"\nconnect_timeout_ms = 200\nretries = 2\n\n\
+         [[lb.pool]]\nname = \"web\"\nalgorithm = \"round-robin\"\npassive_fall = 2\nslow_start_ms = 0\n\n\
+         [lb.pool.health]\ntype = \"http\"\npath = \"/\"\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 2\n\n"
+    ));
+    for (name, idx) in WEBS {
+        t.push_str(&format!(
+            "[[lb.pool.backend]]\nname = \"{name}\"\naddress = \"10.77.0.{idx}:8080\"\n\n"
+        ));
+    }
+    t
+}
+
 impl Site {
     fn build(t0: Instant) -> anyhow::Result<Site> {
-        let exe = std::env::current_exe().context("cannot find the keepup executable")?;
-        let exe = exe.to_string_lossy().to_string();
+        let exe = std::env::current_exe()
+            .context("cannot find the keepup executable")?
+            .to_string_lossy()
+            .to_string();
         let dir = std::env::temp_dir().join(format!("keepup-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let key = dir.join("key");
         std::fs::write(&key, demo_key())?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        let mut lab = Lab::new(1)?;
-        let mut toml = format!(
-            "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n",
-            key.display()
-        );
-        for (name, idx, prio) in NODES {
-            lab.add_host(name, idx)?;
-            toml.push_str(&format!(
-                "[[node]]\nname = \"{name}\"\naddresses = [\"10.77.0.{idx}\"]\npriority = {prio}\n\n"
-            ));
-        }
-        toml.push_str(&format!(
-            "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n"
-        ));
         let config = dir.join("keepup.toml");
-        std::fs::write(&config, &toml)?;
-        lab.add_host("client", 200)?;
-        say(t0, &format!("built the lab: namespaces lb-1 (10.77.0.1), lb-2 (10.77.0.2), client (10.77.0.200); floating IP {VIP}"));
+        std::fs::write(&config, site_config(&key))?;
 
-        for (name, _, _) in NODES {
-            let mut web = lab.command(name, &exe)?;
-            web.args(["internal", "web", "--name", name, "--listen", "0.0.0.0:80"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            lab.spawn(web)?;
+        let mut lab = Lab::new(1)?;
+        for (name, idx, _) in LBS {
+            lab.add_host(name, idx)?;
         }
+        for (name, idx) in WEBS {
+            lab.add_host(name, idx)?;
+        }
+        lab.add_host("client", 200)?;
+        say(t0, &format!(
+            "built the site in network namespaces: lb-1 10.77.0.1, lb-2 10.77.0.2 (keepup), web-1..3 10.77.0.11-13, client 10.77.0.200; floating IP {VIP}"
+        ));
         let mut site = Site {
             lab,
+            exe,
             dir,
             config,
             agents: Vec::new(),
-            probe_rx: mpsc::channel().1,
-            probe: std::process::Command::new("true").spawn()?,
+            webs: Vec::new(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            probe: None,
             t0,
         };
-        for (name, _, _) in NODES {
+        for (name, _) in WEBS {
+            site.start_web(name)?;
+        }
+        for (name, _, _) in LBS {
             site.start_agent(name)?;
         }
         site.wait_owner("lb-1", Duration::from_secs(10))?;
-        say(t0, "lb-1 (priority 200) won the election and holds the floating IP");
-
-        let mut probe = site.lab.command("client", &exe)?;
-        probe
-            .args(["internal", "probe", "--target", &format!("{VIP}:80"), "--interval-ms", "10"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = probe.spawn()?;
-        let stdout = child.stdout.take().context("probe has no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        site.probe = child;
-        site.probe_rx = rx;
+        say(t0, "lb-1 (priority 200) won the election: it holds the floating IP and load-balances over web-1..3");
+        site.start_probe()?;
         Ok(site)
     }
 
+    fn start_web(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut web = self.lab.command(name, &self.exe)?;
+        web.args([
+            "internal",
+            "web",
+            "--name",
+            name,
+            "--listen",
+            "0.0.0.0:8080",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let idx = self.lab.spawn(web)?;
+        self.webs.retain(|(n, _)| n != name);
+        self.webs.push((name.to_string(), idx));
+        Ok(())
+    }
+
+    fn kill_web(&mut self, name: &str) -> anyhow::Result<()> {
+        let idx = self
+            .webs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| *i)
+            .context("no such web server")?;
+        let child = self.lab.child(idx);
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
     fn start_agent(&mut self, name: &str) -> anyhow::Result<()> {
-        let exe = std::env::current_exe()?;
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let mut cmd = self.lab.command(name, &exe.to_string_lossy())?;
+        let mut cmd = self.lab.command(name, &self.exe)?;
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--node", name, "run"])
@@ -135,13 +187,57 @@ impl Site {
         Ok(())
     }
 
+    fn start_probe(&mut self) -> anyhow::Result<()> {
+        let mut probe = self.lab.command("client", &self.exe)?;
+        probe
+            .args([
+                "internal",
+                "probe",
+                "--target",
+                &format!("{VIP}:80"),
+                "--interval-ms",
+                "10",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = probe.spawn()?;
+        let stdout = child.stdout.take().context("probe has no stdout")?;
+        let seen = self.seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let s = Seen {
+                        at: Instant::now(),
+                        ok: v["ok"] == true,
+                        detail: v["detail"].as_str().unwrap_or("").to_string(),
+                        gap_ms: v["gap_ms"].as_u64(),
+                    };
+                    if let Ok(mut g) = seen.lock() {
+                        g.push(s);
+                    }
+                }
+            }
+        });
+        self.probe = Some(child);
+        Ok(())
+    }
+
+    fn seen_since(&self, t: Instant) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .map(|g| g.iter().filter(|s| s.at >= t).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A power failure: every process of the node killed, its link down.
     fn power_off(&mut self, name: &str) -> anyhow::Result<()> {
         let ns = self.lab.host(name)?.ns.clone();
         self.lab.set_link(name, 0, false)?;
         if let Ok(pids) = keepup_testkit::lab::sh("ip", &["netns", "pids", &ns]) {
             for pid in pids.split_whitespace() {
-                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
             }
         }
         if let Some(i) = self.agents.iter().position(|(n, _)| n == name) {
@@ -151,29 +247,24 @@ impl Site {
         Ok(())
     }
 
-    /// Power back on: link up, web server and agent started again.
+    /// Power back on: link up, agent started again.
     fn power_on(&mut self, name: &str) -> anyhow::Result<()> {
         self.lab.set_link(name, 0, true)?;
-        let exe = std::env::current_exe()?;
-        let mut web = self.lab.command(name, &exe.to_string_lossy())?;
-        web.args(["internal", "web", "--name", name, "--listen", "0.0.0.0:80"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.lab.spawn(web)?;
         self.start_agent(name)
     }
 
-    fn agent_pid(&self, name: &str) -> Option<u32> {
-        self.agents.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
-    }
-
-    fn signal(&mut self, name: &str, sig: &str) -> anyhow::Result<()> {
-        let pid = self.agent_pid(name).context("agent not running")?;
-        std::process::Command::new("kill").args([sig, &pid.to_string()]).status()?;
-        if let Some(i) = self.agents.iter().position(|(n, _)| n == name) {
-            let (_, mut c) = self.agents.remove(i);
-            let _ = c.wait();
-        }
+    fn stop_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .agents
+            .iter()
+            .position(|(n, _)| n == name)
+            .context("agent not running")?;
+        let pid = self.agents[i].1.id();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        let (_, mut c) = self.agents.remove(i);
+        let _ = c.wait();
         Ok(())
     }
 
@@ -192,38 +283,63 @@ impl Site {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        bail!("{name} did not take the floating IP within {max:?}; logs in {}", self.dir.display())
+        bail!(
+            "{name} did not take the floating IP within {max:?}; logs in {}",
+            self.dir.display()
+        )
     }
 
-    /// Waits until the client is served by `name`; returns the gap it saw (ms), if any.
-    fn wait_served_by(&self, name: &str, max: Duration) -> anyhow::Result<Option<u64>> {
+    /// Waits for the first successful reply after `since`; returns (time to it, gap the client saw).
+    fn wait_service(
+        &self,
+        since: Instant,
+        max: Duration,
+    ) -> anyhow::Result<(Duration, Option<u64>)> {
         let deadline = Instant::now() + max;
-        let mut gap = None;
         while Instant::now() < deadline {
-            match self.probe_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(v) => {
-                    if let Some(g) = v["gap_ms"].as_u64() {
-                        gap = Some(g);
-                    }
-                    if v["ok"] == true && v["detail"] == name {
-                        return Ok(gap);
-                    }
-                    if v["ok"] == false {
-                        say(self.t0, &format!("  client: request failed ({})", v["detail"].as_str().unwrap_or("?")));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the client probe stopped"),
+            if let Some(s) = self
+                .seen_since(since)
+                .iter()
+                .find(|s| s.ok && s.gap_ms.is_some())
+            {
+                return Ok((s.at.duration_since(since), s.gap_ms));
             }
+            // Still served and never failed since: no gap at all.
+            let recent = self.seen_since(since);
+            if !recent.is_empty()
+                && recent.iter().all(|s| s.ok)
+                && since.elapsed() > Duration::from_millis(300)
+            {
+                return Ok((Duration::ZERO, None));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        bail!("the client was not served by {name} within {max:?}")
+        bail!("the client got no successful reply within {max:?} of the failure")
+    }
+
+    fn failures_since(&self, t: Instant) -> usize {
+        self.seen_since(t).iter().filter(|s| !s.ok).count()
+    }
+
+    fn served_by_since(&self, t: Instant) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .seen_since(t)
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.detail.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 
 impl Drop for Site {
     fn drop(&mut self) {
-        let _ = self.probe.kill();
-        let _ = self.probe.wait();
+        if let Some(mut p) = self.probe.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         for (_, c) in &mut self.agents {
             let _ = c.kill();
             let _ = c.wait();
@@ -241,44 +357,134 @@ fn demo_key() -> Vec<u8> {
     k
 }
 
-fn walk(site: &mut Site, once: bool) -> anyhow::Result<Vec<(String, Option<u64>)>> {
-    let t0 = site.t0;
-    let mut results = Vec::new();
-    site.wait_served_by("lb-1", Duration::from_secs(10))?;
-    say(t0, &format!("client is requesting http://{VIP}/ every 10 ms, served by lb-1"));
-    let pause = if once { Duration::from_millis(500) } else { Duration::from_secs(2) };
-    std::thread::sleep(pause);
-
-    say(t0, "FAILURE 1: power failure of lb-1 (every process killed, link down; no goodbye)");
-    site.power_off("lb-1")?;
-    let took = site.wait_owner("lb-2", Duration::from_secs(10))?;
-    say(t0, &format!("  lb-2 took the floating IP {} ms after the failure (dead time 200 ms) and sent gratuitous ARPs", took.as_millis()));
-    let gap = site.wait_served_by("lb-2", Duration::from_secs(10))?;
-    say(t0, &format!("  client served by lb-2 again; longest gap it saw: {}", gap_text(gap)));
-    results.push(("power failure of the active node".to_string(), gap));
-    std::thread::sleep(pause);
-
-    say(t0, "lb-1 powers back on; failback is off, so lb-2 keeps the floating IP");
-    site.power_on("lb-1")?;
-    std::thread::sleep(Duration::from_millis(1500));
-    say(t0, &format!("  floating IP on {}", if site.holds_vip("lb-2") { "lb-2" } else { "lb-1" }));
-
-    say(t0, "FAILURE 2: clean stop (SIGTERM) of lb-2: it releases the IP and tells lb-1 at once");
-    site.signal("lb-2", "-TERM")?;
-    let took = site.wait_owner("lb-1", Duration::from_secs(10))?;
-    say(t0, &format!("  lb-1 took the floating IP {} ms after the signal", took.as_millis()));
-    let gap = site.wait_served_by("lb-1", Duration::from_secs(10))?;
-    say(t0, &format!("  client served by lb-1 again; longest gap it saw: {}", gap_text(gap)));
-    results.push(("clean stop of the active node".to_string(), gap));
-    site.start_agent("lb-2")?;
-    Ok(results)
-}
-
 fn gap_text(gap: Option<u64>) -> String {
     match gap {
         Some(g) => format!("{g} ms"),
         None => "none (no request failed)".to_string(),
     }
+}
+
+struct Outcome {
+    what: String,
+    gap: Option<u64>,
+    failed_requests: usize,
+}
+
+fn walk(site: &mut Site, once: bool) -> anyhow::Result<Vec<Outcome>> {
+    let t0 = site.t0;
+    let pause = if once {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_secs(2)
+    };
+    let start = Instant::now();
+    site.wait_service(start, Duration::from_secs(10))?;
+    std::thread::sleep(pause);
+    say(
+        t0,
+        &format!(
+            "client requests http://{VIP}/ every 10 ms on a new connection; answered by {:?}",
+            site.served_by_since(start)
+        ),
+    );
+    let mut results = Vec::new();
+
+    say(t0, "FAILURE 1: power failure of lb-1, the active node (every process killed, link down; no goodbye)");
+    let t = Instant::now();
+    site.power_off("lb-1")?;
+    let took = site.wait_owner("lb-2", Duration::from_secs(10))?;
+    say(t0, &format!("  lb-2 noticed the silence and took the floating IP after {} ms (dead time 200 ms), sent gratuitous ARPs", took.as_millis()));
+    let (_, gap) = site.wait_service(t, Duration::from_secs(10))?;
+    say(
+        t0,
+        &format!(
+            "  client served through lb-2 again; longest gap it saw: {}",
+            gap_text(gap)
+        ),
+    );
+    results.push(Outcome {
+        what: "power failure of the active LB node".into(),
+        gap,
+        failed_requests: site.failures_since(t),
+    });
+    std::thread::sleep(pause);
+
+    say(t0, "FAILURE 2: web-2 dies (its web server killed)");
+    let t = Instant::now();
+    site.kill_web("web-2")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let failed = site.failures_since(t);
+    let after = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    say(t0, &format!(
+        "  the load balancer retried on another backend and marked web-2 down; failed client requests: {failed}; now answered by {:?}",
+        site.served_by_since(after)
+    ));
+    results.push(Outcome {
+        what: "web server death".into(),
+        gap: None,
+        failed_requests: failed,
+    });
+    site.start_web("web-2")?;
+    say(
+        t0,
+        "  web-2 restarted: health checks bring it back after 2 good checks",
+    );
+
+    say(
+        t0,
+        "lb-1 powers back on; failback is off, so lb-2 keeps the floating IP",
+    );
+    site.power_on("lb-1")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    say(
+        t0,
+        &format!(
+            "  floating IP on {}",
+            if site.holds_vip("lb-2") {
+                "lb-2"
+            } else {
+                "lb-1"
+            }
+        ),
+    );
+
+    say(
+        t0,
+        "FAILURE 3: clean stop (SIGTERM) of lb-2: it releases the IP and tells lb-1 at once",
+    );
+    let t = Instant::now();
+    site.stop_agent("lb-2")?;
+    let took = site.wait_owner("lb-1", Duration::from_secs(10))?;
+    say(
+        t0,
+        &format!(
+            "  lb-1 took the floating IP {} ms after the signal",
+            took.as_millis()
+        ),
+    );
+    let (_, gap) = site.wait_service(t, Duration::from_secs(10))?;
+    say(
+        t0,
+        &format!(
+            "  client served through lb-1; longest gap it saw: {}",
+            gap_text(gap)
+        ),
+    );
+    results.push(Outcome {
+        what: "clean stop of the active LB node".into(),
+        gap,
+        failed_requests: site.failures_since(t),
+    });
+    site.start_agent("lb-2")?;
+    std::thread::sleep(pause);
+    let end = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    say(
+        t0,
+        &format!("site healthy: answered by {:?}", site.served_by_since(end)),
+    );
+    Ok(results)
 }
 
 /// Runs the demo.
@@ -295,16 +501,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     match &results {
         Ok(r) => {
             say(t0, "SUMMARY (gap = longest time the client got no answer)");
-            for (what, gap) in r {
-                say(t0, &format!("  {what:<32} service restored, gap {}", gap_text(*gap)));
+            for o in r {
+                say(
+                    t0,
+                    &format!(
+                        "  {:<36} service restored, gap {}, failed requests {}",
+                        o.what,
+                        gap_text(o.gap),
+                        o.failed_requests
+                    ),
+                );
             }
         }
-        Err(e) => say(t0, &format!("DEMO FAILED: {e:#}")),
+        Err(e) => say(
+            t0,
+            &format!("DEMO FAILED: {e:#} (agent logs in {})", site.dir.display()),
+        ),
     }
     if args.keep && results.is_ok() {
         say(t0, "the site keeps running; press Ctrl-C to remove it");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(crate::cmd::run::shutdown_signal());
+    }
+    if results.is_err() {
+        // Keep the logs for a post-mortem.
+        let keep = std::env::temp_dir().join("keepup-demo-failed-logs");
+        let _ = std::fs::remove_dir_all(&keep);
+        let _ = std::fs::rename(&site.dir, &keep);
+        say(t0, &format!("agent logs kept in {}", keep.display()));
     }
     drop(site);
     say(t0, "removed every namespace and process the demo created");

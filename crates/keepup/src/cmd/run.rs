@@ -3,6 +3,8 @@
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Arguments of `keepup run`.
 #[derive(Debug, Args)]
@@ -15,22 +17,65 @@ handover takes one round trip instead of a dead time. Logs go to stderr; set RUS
 pub struct RunArgs {}
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub fn run(config: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, me) = super::load_for_this_host(config, node)?;
+pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (config, me) = super::load_for_this_host(config_path, node)?;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let path = config_path.to_path_buf();
     rt.block_on(async move {
+        let mut extensions: Vec<Arc<dyn keepup_agent::Extension>> = Vec::new();
+        // The load balancer starts first: its frontends bind the floating IP
+        // with IP_FREEBIND, so they already listen when this node takes it.
+        let mut lb = None;
+        if let Some(section) = &config.file.lb {
+            let handle = Arc::new(
+                keepup_lb::start(section)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("load balancer: {e}"))?,
+            );
+            let ext = Arc::new(crate::ext::LbExtension {
+                handle: handle.clone(),
+                config_path: path.clone(),
+            });
+            tokio::spawn(reload_on_sighup(ext.clone()));
+            extensions.push(ext);
+            lb = Some(handle);
+            tracing::info!("load balancer started");
+        }
         let opts = keepup_agent::AgentOptions {
             config,
             me,
-            extensions: Vec::new(),
+            extensions,
         };
-        keepup_agent::run(opts, shutdown_signal()).await
+        keepup_agent::run(opts, shutdown_signal()).await?;
+        // The agent has released the floating IP: let in-flight requests finish.
+        if let Some(handle) = lb {
+            if let Ok(handle) = Arc::try_unwrap(handle) {
+                handle.shutdown(Duration::from_secs(5)).await;
+            }
+        }
+        anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP re-reads keepup.toml and reloads the load balancer, like HAProxy's reload.
+async fn reload_on_sighup(lb: Arc<crate::ext::LbExtension>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let r = lb.reload().await;
+        if r.ok {
+            tracing::info!("SIGHUP: {}", r.message);
+        } else {
+            tracing::error!("SIGHUP: {}", r.message);
+        }
+    }
 }
 
 /// Logs to stderr, `info` by default, `RUST_LOG` to change.
