@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let cfg = &opts.config.file;
-    let key = std::fs::read(&cfg.cluster.key_file.get_ref()).with_context(|| {
+    let key = std::fs::read(cfg.cluster.key_file.get_ref()).with_context(|| {
         format!(
             "cannot read key file {}",
             cfg.cluster.key_file.get_ref().display()

@@ -1,6 +1,8 @@
 //! The API server against its OpenAPI description: every documented GET
 //! answers, the status document matches its schema, auth is enforced.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_api::types::{cluster_json, ControlRequest, ControlResponse, EventRecord, StatusReport};
 use keepup_api::{schema, serve, Backend, BoxFuture};
 use keepup_cluster::sim::Sim;

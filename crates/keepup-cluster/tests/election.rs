@@ -1,6 +1,8 @@
 //! Election, failure detection and failback under a simulated clock and
 //! network. Each test cites the clause of the cluster-agent issue it covers.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_cluster::sim::Sim;
 use keepup_cluster::{Event, Spec};
 use proptest::prelude::*;

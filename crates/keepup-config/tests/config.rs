@@ -1,5 +1,7 @@
 //! Config parsing and validation: every bad input names its file and line.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_config::{Config, HostChecks, ResourceConfig, EXAMPLE};
 use std::path::Path;
 

@@ -4,6 +4,8 @@
 //! no-op when the IP is already ours, errored actions, and a token that
 //! never shows up in errors or logs.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_config::DigitalOceanResource;
 use keepup_resource::digitalocean::{ReservedIp, RetryPolicy};
 use keepup_resource::{Health, Resource, ResourceError};

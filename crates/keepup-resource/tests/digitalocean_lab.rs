@@ -7,6 +7,8 @@
 //! this test's executable (built by `cargo test -p keepup-resource -p
 //! keepup-testkit` or a workspace build; override with KEEPUP_FAKE_DO).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::NsThread;

@@ -2,6 +2,8 @@
 //! the whole process group, failing scripts, monitor repair. Needs only
 //! /bin/sh.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_config::ExecResource;
 use keepup_resource::exec::Exec;
 use keepup_resource::{build, Context, Health, Resource, ResourceError};

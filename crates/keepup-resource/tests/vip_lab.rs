@@ -5,6 +5,8 @@
 //!
 //! Needs root and `ip`; skips with a reason otherwise (fails under CI=true).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{eventually, mac_of, neigh_mac, NsThread};

@@ -1,5 +1,7 @@
 //! The lab itself: hosts on a bridge reach each other; a partition cuts them.
 
+#![allow(clippy::unwrap_used)]
+
 use keepup_testkit::{lab::Lab, require};
 
 #[test]

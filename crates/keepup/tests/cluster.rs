@@ -3,6 +3,8 @@
 //! of the cluster-agent issue it covers. Timing figures are printed, not
 //! asserted (machines are noisy); only generous "it recovered" bounds are.
 
+#![allow(clippy::unwrap_used)]
+
 mod lab;
 
 use lab::{can_run, Builder, VIP};

@@ -2,6 +2,8 @@
 //! loads the page from a running agent, the page's script fetches the
 //! status, and the rendered DOM and a screenshot are checked for content.
 
+#![allow(clippy::unwrap_used)]
+
 mod lab;
 
 use lab::{can_run, Builder};

@@ -45,7 +45,7 @@ pub enum Internal {
 }
 
 fn from_hex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         anyhow::bail!("odd-length hex payload");
     }
     (0..s.len())

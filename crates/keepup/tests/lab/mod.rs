@@ -2,7 +2,7 @@
 //! `keepup run` agents, each in its own namespace with a web server that
 //! answers with its node name, a client namespace, and a VIP.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use keepup_testkit::lab::Lab;
 use keepup_testkit::require;
