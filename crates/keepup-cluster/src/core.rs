@@ -307,6 +307,8 @@ struct LocalGroup {
     failed_until: Option<Time>,
     failures: u32,
     owned_since: Option<Time>,
+    /// The last peer seen holding the group (to explain a takeover).
+    last_holder: Option<String>,
 }
 
 /// Counters kept by the core (drops are counted by the agent, before the core).
@@ -383,6 +385,7 @@ impl Core {
                 failed_until: None,
                 failures: 0,
                 owned_since: None,
+                last_holder: None,
             })
             .collect();
         let settled = peers.is_empty();
@@ -457,6 +460,14 @@ impl Core {
         p.last_heard = Some(now);
         p.priority = a.priority;
         p.advert = Some(a.clone());
+        for (g, st) in &a.groups {
+            if st.holds() {
+                if let Some(lg) = self.groups.iter_mut().find(|lg| &lg.spec.name == g) {
+                    lg.last_holder = Some(a.node.clone());
+                }
+            }
+        }
+        let p = &mut self.peers[idx];
         if !p.link_up[link] {
             p.link_up[link] = true;
             if p.alive && self.spec.links > 1 {
@@ -869,12 +880,10 @@ impl Core {
     }
 
     fn why_acquire(&self, gi: usize) -> String {
-        let name = &self.groups[gi].spec.name;
-        let previous = self.peers.iter().find(|p| {
-            p.advert
-                .as_ref()
-                .is_some_and(|a| a.groups.iter().any(|(g, s)| g == name && s.holds()))
-        });
+        let previous = self.groups[gi]
+            .last_holder
+            .as_ref()
+            .and_then(|h| self.peers.iter().find(|p| &p.name == h));
         match previous {
             Some(p) if p.left => format!("{} left cleanly", p.name),
             Some(p) if !p.alive => format!("{} is dead", p.name),

@@ -40,6 +40,7 @@ pub struct Lab {
     links: u8,
     hosts: Vec<Host>,
     children: Vec<Child>,
+    root_link: Option<String>,
 }
 
 /// Runs a command, failing with its stderr when it fails.
@@ -73,6 +74,7 @@ impl Lab {
             links,
             hosts: Vec::new(),
             children: Vec::new(),
+            root_link: None,
         };
         for l in 0..links {
             lab.ip_in(
@@ -228,6 +230,40 @@ impl Lab {
         Ok(())
     }
 
+    /// Connects this machine's own (root) namespace to link 0 with address
+    /// 10.77.0.`index`, so a browser here can reach the lab (the demo's
+    /// dashboard). Removed when the lab is dropped.
+    pub fn attach_root(&mut self, index: u8) -> Result<()> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name: String = format!("kuR{}x{n}", std::process::id())
+            .chars()
+            .take(15)
+            .collect();
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "r0",
+                "netns",
+                &self.switch,
+            ],
+        )?;
+        self.root_link = Some(name.clone());
+        self.ip_in(&self.switch, &["link", "set", "r0", "master", "br0", "up"])?;
+        sh(
+            "ip",
+            &["addr", "add", &format!("10.77.0.{index}/24"), "dev", &name],
+        )?;
+        sh("ip", &["link", "set", &name, "up"])?;
+        Ok(())
+    }
+
     /// Namespace names of every host (for diagnostics).
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
@@ -244,6 +280,9 @@ impl Drop for Lab {
             kill_namespace_processes(&h.ns);
             let _ = sh("ip", &["netns", "del", &h.ns]);
         }
+        if let Some(l) = &self.root_link {
+            let _ = sh("ip", &["link", "del", l]);
+        }
         let _ = sh("ip", &["netns", "del", &self.switch]);
     }
 }
@@ -257,8 +296,29 @@ fn kill_namespace_processes(ns: &str) {
     }
 }
 
-/// Removes namespaces of labs whose creating process is gone.
+/// Removes namespaces (and root-namespace links) of labs whose creating process is gone.
 fn reap_stale() {
+    if let Ok(links) = sh("ip", &["-o", "link", "show"]) {
+        for l in links.lines() {
+            let Some(name) = l
+                .split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n))
+            else {
+                continue;
+            };
+            let Some(pid) = name
+                .strip_prefix("kuR")
+                .and_then(|r| r.split('x').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = sh("ip", &["link", "del", name]);
+            }
+        }
+    }
     let Ok(list) = sh("ip", &["netns", "list"]) else {
         return;
     };

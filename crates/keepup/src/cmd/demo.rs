@@ -68,10 +68,12 @@ fn say(t0: Instant, msg: &str) {
     let _ = out.flush();
 }
 
-fn site_config(key: &std::path::Path) -> String {
+fn site_config(key: &std::path::Path, token: &std::path::Path) -> String {
     let mut t = format!(
-        "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n",
-        key.display()
+        "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n\
+         [api]\nlisten = \"0.0.0.0:7947\"\ntoken_file = \"{}\"\n\n",
+        key.display(),
+        token.display()
     );
     for (name, idx, prio) in LBS {
         t.push_str(&format!(
@@ -106,8 +108,12 @@ impl Site {
         std::fs::write(&key, demo_key())?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        let token_file = dir.join("api-token");
+        let token: String = demo_key().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&token_file, &token)?;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
         let config = dir.join("keepup.toml");
-        std::fs::write(&config, site_config(&key))?;
+        std::fs::write(&config, site_config(&key, &token_file))?;
 
         let mut lab = Lab::new(1)?;
         for (name, idx, _) in LBS {
@@ -117,6 +123,14 @@ impl Site {
             lab.add_host(name, idx)?;
         }
         lab.add_host("client", 200)?;
+        // This machine joins the lab as 10.77.0.254 so a browser here can open the dashboard.
+        let dashboard = match lab.attach_root(254) {
+            Ok(()) => Some(format!("http://10.77.0.1:7947/#token={token}")),
+            Err(e) => {
+                say(t0, &format!("(no dashboard from this machine: {e})"));
+                None
+            }
+        };
         say(t0, &format!(
             "built the site in network namespaces: lb-1 10.77.0.1, lb-2 10.77.0.2 (keepup), web-1..3 10.77.0.11-13, client 10.77.0.200; floating IP {VIP}"
         ));
@@ -139,6 +153,12 @@ impl Site {
         }
         site.wait_owner("lb-1", Duration::from_secs(10))?;
         say(t0, "lb-1 (priority 200) won the election: it holds the floating IP and load-balances over web-1..3");
+        if let Some(url) = dashboard {
+            say(
+                t0,
+                &format!("live dashboard of lb-1: {url}   (lb-2: the same with 10.77.0.2)"),
+            );
+        }
         site.start_probe()?;
         Ok(site)
     }
