@@ -41,6 +41,17 @@ pub trait Extension: Send + Sync {
     ) -> Option<keepup_api::BoxFuture<'_, keepup_api::types::ControlResponse>>;
 }
 
+/// Builds resource kinds that live outside `keepup-resource` (the database
+/// primary role, which needs `keepup-db`). Returns None for kinds it does not know.
+pub trait ResourceFactory: Send + Sync {
+    /// Builds `cfg` for group `ctx.group`, or None to fall back to `keepup_resource::build`.
+    fn build(
+        &self,
+        cfg: &keepup_config::ResourceConfig,
+        ctx: &keepup_resource::Context,
+    ) -> Option<Result<Box<dyn keepup_resource::Resource>, keepup_resource::ResourceError>>;
+}
+
 /// Options of one agent run.
 pub struct AgentOptions {
     /// The validated config.
@@ -49,6 +60,8 @@ pub struct AgentOptions {
     pub me: String,
     /// Extensions (load balancer, database) with their status and control.
     pub extensions: Vec<Arc<dyn Extension>>,
+    /// Builder for resource kinds outside `keepup-resource`.
+    pub resource_factory: Option<Arc<dyn ResourceFactory>>,
 }
 
 /// Runs the agent until `shutdown` resolves, then releases everything and
@@ -68,7 +81,12 @@ pub async fn run(
 
     // Resources: built once; a stale VIP left by a crashed previous run is removed
     // before this node takes part (every stop is idempotent).
-    let runner = runner::Runner::new(&opts.config, &opts.me, shared.clone())?;
+    let runner = runner::Runner::new(
+        &opts.config,
+        &opts.me,
+        shared.clone(),
+        opts.resource_factory.as_deref(),
+    )?;
     runner.stop_everything_at_boot().await;
 
     let (hb, mut from_core) = heartbeat::start(

@@ -26,7 +26,12 @@ pub(crate) struct Runner {
 
 impl Runner {
     /// Builds every resource from the config (errors name the resource).
-    pub fn new(config: &Config, me: &str, shared: Arc<Shared>) -> anyhow::Result<Runner> {
+    pub fn new(
+        config: &Config,
+        me: &str,
+        shared: Arc<Shared>,
+        factory: Option<&dyn crate::ResourceFactory>,
+    ) -> anyhow::Result<Runner> {
         let mut groups = HashMap::new();
         for g in &config.file.group {
             let ctx = Context {
@@ -36,7 +41,11 @@ impl Runner {
             };
             let mut resources = Vec::new();
             for r in &g.resource {
-                resources.push(keepup_resource::build(r, &ctx)?);
+                let built = match factory.and_then(|f| f.build(r, &ctx)) {
+                    Some(b) => b,
+                    None => keepup_resource::build(r, &ctx),
+                };
+                resources.push(built?);
             }
             shared.set_resources(
                 &ctx.group,

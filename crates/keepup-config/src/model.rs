@@ -202,6 +202,10 @@ pub enum ResourceConfig {
     Digitalocean(DigitalOceanResource),
     /// Operator scripts, like Heartbeat resource scripts and keepalived notify scripts.
     Exec(ExecResource),
+    /// The MariaDB primary role: the `[database]` server on this node becomes
+    /// the writable primary while the group is held here, read-only otherwise.
+    #[serde(rename = "db-primary")]
+    DbPrimary(DbPrimaryResource),
 }
 
 impl ResourceConfig {
@@ -211,6 +215,10 @@ impl ResourceConfig {
             ResourceConfig::Vip(v) => format!("vip {}", v.address),
             ResourceConfig::Digitalocean(d) => format!("digitalocean {}", d.reserved_ip),
             ResourceConfig::Exec(e) => format!("exec {}", e.name),
+            ResourceConfig::DbPrimary(d) => match &d.server {
+                Some(s) => format!("db-primary {s}"),
+                None => "db-primary (this node's server)".to_string(),
+            },
         }
     }
 }
@@ -302,6 +310,28 @@ pub struct ExecResource {
     /// How often to run `status`.
     #[serde(default = "default_monitor")]
     pub monitor_interval_ms: u64,
+}
+
+/// `type = "db-primary"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbPrimaryResource {
+    /// The `[[database.server]]` to make primary (default: the one whose `node` is this node).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// How often to check that the server is up and still the primary.
+    #[serde(default = "default_db_monitor")]
+    pub monitor_interval_ms: u64,
+    /// Limit for one promotion, switchover or demotion.
+    #[serde(default = "default_db_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_db_monitor() -> u64 {
+    500
+}
+fn default_db_timeout() -> u64 {
+    30_000
 }
 
 fn default_exec_timeout() -> u64 {

@@ -214,6 +214,27 @@ pub(crate) fn validate(
                     }
                 }
                 ResourceConfig::Exec(_) => {}
+                ResourceConfig::DbPrimary(d) => {
+                    let servers: Vec<&str> = f
+                        .database
+                        .as_ref()
+                        .map(|db| db.server.iter().map(|s| s.name.as_str()).collect())
+                        .unwrap_or_default();
+                    if f.database.is_none() {
+                        c.at(&g.name, format!("group {:?} has a db-primary resource but there is no [database] section", g.name.get_ref()));
+                    } else if let Some(s) = &d.server {
+                        if !servers.contains(&s.as_str()) {
+                            c.at_value(
+                                &g.name,
+                                s,
+                                format!(
+                                    "db-primary names unknown server {s:?} (servers: {})",
+                                    servers.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
             }
         }
     }

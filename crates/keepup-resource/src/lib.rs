@@ -122,6 +122,14 @@ pub fn build(cfg: &ResourceConfig, ctx: &Context) -> Result<Box<dyn Resource>, R
         ResourceConfig::Vip(v) => Box::new(vip::Vip::new(v)?),
         ResourceConfig::Digitalocean(d) => Box::new(digitalocean::ReservedIp::new(d)?),
         ResourceConfig::Exec(e) => Box::new(exec::Exec::new(e, ctx)?),
+        ResourceConfig::DbPrimary(_) => {
+            // Built by the agent's resource factory (the binary plugs in
+            // keepup-db); this crate stays free of the database driver.
+            return Err(ResourceError::Config {
+                resource: cfg.describe(),
+                reason: "db-primary resources are built by the agent's database extension".into(),
+            });
+        }
     })
 }
 

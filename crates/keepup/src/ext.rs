@@ -102,3 +102,289 @@ impl Extension for LbExtension {
         }
     }
 }
+
+/// The database extension: watches replication for status and metrics,
+/// performs switchovers asked through the API, and builds `db-primary`
+/// resources (the primary role as a cluster resource).
+pub struct DbExtension {
+    section: keepup_config::DatabaseSection,
+    me: String,
+    last: std::sync::Mutex<Option<keepup_db::DbStatus>>,
+}
+
+impl DbExtension {
+    /// For node `me`.
+    pub fn new(section: keepup_config::DatabaseSection, me: &str) -> DbExtension {
+        DbExtension {
+            section,
+            me: me.to_string(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Observes the servers every second for status and metrics.
+    pub async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let st = keepup_db::observe(&self.section).await;
+            if let Ok(mut g) = self.last.lock() {
+                *g = Some(st);
+            }
+        }
+    }
+
+    fn last(&self) -> Option<keepup_db::DbStatus> {
+        self.last.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl Extension for DbExtension {
+    fn status(&self) -> (&'static str, serde_json::Value) {
+        (
+            "db",
+            self.last()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn metrics(&self, out: &mut String) {
+        if let Some(s) = self.last() {
+            keepup_db::prometheus(&s, out);
+        }
+    }
+
+    fn control(&self, req: &ControlRequest) -> Option<BoxFuture<'_, ControlResponse>> {
+        let ControlRequest::DbSwitchover { to } = req else {
+            return None;
+        };
+        let to = to.clone();
+        Some(Box::pin(async move {
+            match keepup_db::switchover(&self.section, &to).await {
+                Ok(r) => ControlResponse {
+                    ok: true,
+                    message: format!(
+                        "primary moved {} -> {}; writes unavailable {:.0} ms; the db-primary group follows",
+                        r.old_primary, r.new_primary, r.write_unavailable_ms
+                    ),
+                },
+                Err(e) => ControlResponse { ok: false, message: format!("switchover refused: {e}") },
+            }
+        }))
+    }
+}
+
+impl keepup_agent::ResourceFactory for DbExtension {
+    fn build(
+        &self,
+        cfg: &keepup_config::ResourceConfig,
+        _ctx: &keepup_resource::Context,
+    ) -> Option<Result<Box<dyn keepup_resource::Resource>, keepup_resource::ResourceError>> {
+        let keepup_config::ResourceConfig::DbPrimary(d) = cfg else {
+            return None;
+        };
+        let server = match &d.server {
+            Some(s) => Some(s.clone()),
+            None => self
+                .section
+                .server
+                .iter()
+                .find(|s| s.node() == self.me)
+                .map(|s| s.name.clone()),
+        };
+        Some(match server {
+            Some(server) => Ok(Box::new(DbPrimary {
+                section: self.section.clone(),
+                server,
+                monitor: std::time::Duration::from_millis(d.monitor_interval_ms),
+                timeout: std::time::Duration::from_millis(d.timeout_ms),
+            }) as Box<dyn keepup_resource::Resource>),
+            None => Err(keepup_resource::ResourceError::Config {
+                resource: cfg.describe(),
+                reason: format!(
+                    "no [[database.server]] runs on node {:?} (set node = or server =)",
+                    self.me
+                ),
+            }),
+        })
+    }
+}
+
+/// The MariaDB primary role on this node's server.
+///
+/// - start: already the writable primary → nothing; the old primary alive →
+///   planned switchover to this server (no transaction lost); the old primary
+///   dead → `promote_after_failure` (most advanced replica, catch-up, relay
+///   logs applied), which must pick this server, else the start fails and the
+///   group moves on to the node of the server that was picked.
+/// - stop: `read_only = ON` (a server that is down takes no writes anyway).
+/// - monitor: the server answers and is writable; a switchover done outside
+///   the agent makes it read-only, the monitor fails, and the group (with its
+///   writer IP) follows the new primary.
+struct DbPrimary {
+    section: keepup_config::DatabaseSection,
+    server: String,
+    monitor: std::time::Duration,
+    timeout: std::time::Duration,
+}
+
+impl DbPrimary {
+    fn err(&self, op: &'static str, reason: impl Into<String>) -> keepup_resource::ResourceError {
+        keepup_resource::ResourceError::Failed {
+            resource: self.describe_name(),
+            operation: op,
+            reason: reason.into(),
+        }
+    }
+    fn describe_name(&self) -> String {
+        format!("db-primary {}", self.server)
+    }
+    async fn local(&self) -> Result<keepup_db::conn::Db, keepup_db::DbError> {
+        let s = self
+            .section
+            .server(&self.server)
+            .ok_or_else(|| keepup_db::DbError::Config(format!("no server {}", self.server)))?;
+        keepup_db::conn::Db::connect(&self.section, s).await
+    }
+    async fn set_read_only(&self, on: bool) -> Result<(), keepup_db::DbError> {
+        let mut db = self.local().await?;
+        db.exec(
+            "set read_only",
+            &format!("SET GLOBAL read_only = {}", if on { 1 } else { 0 }),
+        )
+        .await?;
+        db.close().await;
+        Ok(())
+    }
+    async fn do_start(&self) -> Result<(), keepup_resource::ResourceError> {
+        let st = keepup_db::observe(&self.section).await;
+        let me = st
+            .server(&self.server)
+            .ok_or_else(|| self.err("start", "server missing from status"))?;
+        if !me.up {
+            return Err(self.err(
+                "start",
+                format!(
+                    "this node's server is down: {}",
+                    me.error.clone().unwrap_or_default()
+                ),
+            ));
+        }
+        match st.primary.clone() {
+            Some(p) if p == self.server => {
+                if me.read_only {
+                    self.set_read_only(false)
+                        .await
+                        .map_err(|e| self.err("start", e.to_string()))?;
+                }
+                Ok(())
+            }
+            Some(p) => {
+                let alive = st.server(&p).is_some_and(|s| s.up);
+                if alive {
+                    let r = keepup_db::switchover(&self.section, &self.server)
+                        .await
+                        .map_err(|e| self.err("start", format!("switchover from {p}: {e}")))?;
+                    tracing::info!(
+                        "db: switched over {} -> {} ({:.0} ms without writes)",
+                        r.old_primary,
+                        r.new_primary,
+                        r.write_unavailable_ms
+                    );
+                    Ok(())
+                } else {
+                    self.promote(&p).await
+                }
+            }
+            None => {
+                let dead = st
+                    .servers
+                    .iter()
+                    .find(|s| !s.up && s.name != self.server)
+                    .map(|s| s.name.clone());
+                match dead {
+                    Some(d) => self.promote(&d).await,
+                    None => {
+                        Err(self.err("start", "no primary is known: run `keepup db setup` first"))
+                    }
+                }
+            }
+        }
+    }
+    async fn promote(&self, dead: &str) -> Result<(), keepup_resource::ResourceError> {
+        let r = keepup_db::promote_after_failure(&self.section, dead)
+            .await
+            .map_err(|e| self.err("start", format!("promotion after {dead} died: {e}")))?;
+        tracing::info!(
+            "db: {} promoted after {} died, in {:.0} ms",
+            r.new_primary,
+            r.dead_primary,
+            r.took_ms
+        );
+        if r.new_primary != self.server {
+            return Err(self.err(
+                "start",
+                format!(
+                    "{} was more advanced and became primary; its node should hold this group",
+                    r.new_primary
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl keepup_resource::Resource for DbPrimary {
+    fn describe(&self) -> String {
+        self.describe_name()
+    }
+    fn start(&self) -> keepup_resource::BoxFuture<'_, Result<(), keepup_resource::ResourceError>> {
+        Box::pin(self.do_start())
+    }
+    fn stop(&self) -> keepup_resource::BoxFuture<'_, Result<(), keepup_resource::ResourceError>> {
+        Box::pin(async move {
+            match self.set_read_only(true).await {
+                Ok(()) => Ok(()),
+                // Down or unreachable: it accepts no writes either way.
+                Err(keepup_db::DbError::Unreachable { .. }) => Ok(()),
+                Err(e) => Err(self.err("stop", e.to_string())),
+            }
+        })
+    }
+    fn monitor(
+        &self,
+    ) -> keepup_resource::BoxFuture<
+        '_,
+        Result<keepup_resource::Health, keepup_resource::ResourceError>,
+    > {
+        Box::pin(async move {
+            let mut db = match self.local().await {
+                Ok(db) => db,
+                Err(e) => {
+                    return Ok(keepup_resource::Health::Failed(format!(
+                        "this node's server is down: {e}"
+                    )))
+                }
+            };
+            let ro = db
+                .global("read_only")
+                .await
+                .map_err(|e| self.err("monitor", e.to_string()))?;
+            db.close().await;
+            if ro == "1" || ro.eq_ignore_ascii_case("on") {
+                Ok(keepup_resource::Health::Failed(
+                    "no longer the writable primary (switched over?)".into(),
+                ))
+            } else {
+                Ok(keepup_resource::Health::Running)
+            }
+        })
+    }
+    fn monitor_interval(&self) -> std::time::Duration {
+        self.monitor
+    }
+    fn timeout(&self) -> std::time::Duration {
+        self.timeout
+    }
+}

@@ -45,10 +45,18 @@ pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Re
             lb = Some(handle);
             tracing::info!("load balancer started");
         }
+        let mut resource_factory: Option<Arc<dyn keepup_agent::ResourceFactory>> = None;
+        if let Some(db) = &config.file.database {
+            let ext = Arc::new(crate::ext::DbExtension::new(db.clone(), &me));
+            tokio::spawn(ext.clone().watch());
+            resource_factory = Some(ext.clone());
+            extensions.push(ext);
+        }
         let opts = keepup_agent::AgentOptions {
             config,
             me,
             extensions,
+            resource_factory,
         };
         keepup_agent::run(opts, shutdown_signal()).await?;
         // The agent has released the floating IP: let in-flight requests finish.
