@@ -140,7 +140,8 @@ async fn serve_h1<I>(
         .header_read_timeout(settings.header_read_timeout())
         .max_buf_size(settings.cfg.max_header_bytes.max(8192))
         .max_headers(settings.cfg.max_headers)
-        .keep_alive(true);
+        .keep_alive(true)
+        .writev(false);
     let svc = service_fn(move |req| {
         let c = conn.clone();
         async move { Ok::<_, Infallible>(handle(c, req).await) }
@@ -587,7 +588,7 @@ impl Body for ProxyBody {
                 flight,
                 lent,
             } => {
-                let r = std::task::ready!(Pin::new(inner).poll_frame(cx));
+                let r = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match &r {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
@@ -600,6 +601,11 @@ impl Body for ProxyBody {
                         flight.0.counters.errors.fetch_add(1, Relaxed);
                     }
                     None => lent.done = true,
+                }
+                // hyper stops polling once is_end_stream() says so, so the
+                // end may never be seen as `None`.
+                if !lent.done && inner.is_end_stream() {
+                    lent.done = true;
                 }
                 Poll::Ready(r)
             }

@@ -50,16 +50,21 @@ impl Upstream {
         })
     }
 
-    /// A live idle connection to `addr` (most recently used first).
+    /// A live idle connection to `addr`: the most recently used one that is
+    /// ready now, else the most recent one still finishing its last response.
     fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
         let mut g = self.idle.lock().ok()?;
         let v = g.get_mut(&addr)?;
-        while let Some((s, since)) = v.pop() {
+        loop {
+            let i = v
+                .iter()
+                .rposition(|(s, _)| s.is_ready())
+                .or_else(|| v.len().checked_sub(1))?;
+            let (s, since) = v.swap_remove(i);
             if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(s);
             }
         }
-        None
     }
 
     /// Returns a connection whose last response was read to the end.
@@ -84,6 +89,7 @@ impl Upstream {
             };
         let _ = stream.set_nodelay(true);
         let (s, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
