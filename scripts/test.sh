@@ -20,9 +20,9 @@ need=(
 )
 missing=()
 for pair in "${need[@]}"; do
-  set -- $pair
-  if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ] && [ ! -x "/sbin/$1" ]; then
-    missing+=("$2")
+  read -r prog pkg <<<"$pair"
+  if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$prog" ] && [ ! -x "/sbin/$prog" ]; then
+    missing+=("$pkg")
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
