@@ -384,6 +384,68 @@ async fn seed(
     .map_err(|e| seed_err2(e.to_string()))?
 }
 
+/// Copies the application accounts (`CREATE USER` + `GRANT`s) from the
+/// primary to a freshly seeded replica, with its binlog off: the snapshot
+/// holds no accounts (the `mysql` schema is not dumped), yet applications must
+/// be able to log in after a failover. Existing accounts are kept; root,
+/// system and replication accounts and roles are skipped.
+async fn copy_accounts(
+    section: &DatabaseSection,
+    primary: &mut Db,
+    replica: &mut Db,
+) -> Result<usize, DbError> {
+    let rows = primary
+        .rows(
+            "listing accounts",
+            &format!(
+                "SELECT User, Host FROM mysql.user WHERE User NOT IN ('', 'root', 'mariadb.sys', 'PUBLIC', {}) AND is_role = 'N'",
+                quote(&section.replication_user)
+            ),
+        )
+        .await?;
+    replica
+        .exec("SET sql_log_bin=0", "SET SESSION sql_log_bin = 0")
+        .await?;
+    let mut n = 0;
+    for r in rows {
+        let (Some(u), Some(h)) = (
+            r.as_ref(0).and_then(crate::conn::value_text),
+            r.as_ref(1).and_then(crate::conn::value_text),
+        ) else {
+            continue;
+        };
+        let who = format!("{}@{}", quote(&u), quote(&h));
+        // Accounts by host name are unusable under skip-name-resolve; skip what cannot be shown.
+        let Ok(Some(create)) = primary
+            .scalar("SHOW CREATE USER", &format!("SHOW CREATE USER {who}"))
+            .await
+        else {
+            continue;
+        };
+        let Ok(grants) = primary
+            .rows("SHOW GRANTS", &format!("SHOW GRANTS FOR {who}"))
+            .await
+        else {
+            continue;
+        };
+        let create = create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1);
+        replica
+            .exec(&format!("creating account {u}@{h}"), &create)
+            .await?;
+        for g in grants
+            .iter()
+            .filter_map(|g| g.as_ref(0).and_then(crate::conn::value_text))
+        {
+            replica.exec(&format!("granting to {u}@{h}"), &g).await?;
+        }
+        n += 1;
+    }
+    replica
+        .exec("SET sql_log_bin=1", "SET SESSION sql_log_bin = 1")
+        .await?;
+    Ok(n)
+}
+
 /// `keepup db setup` with default options. See [`setup_with`].
 pub async fn setup(section: &DatabaseSection) -> Result<SetupReport, DbError> {
     setup_with(section, &SetupOptions::default()).await
@@ -817,8 +879,16 @@ pub async fn setup_with(
                 .collect();
             let t0 = Instant::now();
             seed(primary, &pcreds, s, &credentials_for(section, s)?, schemas).await?;
+            let (a, b) = if i < pidx {
+                let (l, r) = conns.split_at_mut(pidx);
+                (&mut r[0], &mut l[i])
+            } else {
+                let (l, r) = conns.split_at_mut(i);
+                (&mut l[pidx], &mut r[0])
+            };
+            let accounts = copy_accounts(section, a, b).await?;
             changes.push(format!(
-                "{}: seeded from {primary_name} with a consistent snapshot ({} ms)",
+                "{}: seeded from {primary_name} with a consistent snapshot and {accounts} account(s) ({} ms)",
                 s.name,
                 t0.elapsed().as_millis()
             ));
@@ -906,16 +976,11 @@ pub async fn setup_with(
         {
             let db = &mut conns[pidx];
             db.exec("stopping replication", "STOP SLAVE").await?;
-            if GtidPos::parse(&x.st.gtid_slave_pos)
-                .unwrap_or_default()
-                .is_empty()
-            {
-                db.exec(
-                    "setting its GTID position",
-                    "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos",
-                )
-                .await?;
-            }
+            // Its slave position stays empty: the other master was seeded
+            // with its binlog off, so its binlog starts after the snapshot and
+            // cannot serve this server's own position (error 1236). From an
+            // empty position it sends its whole binlog; events that came from
+            // this server carry its server_id and are skipped.
             point_at(section, &mut conns[pidx], other, &password).await?;
             changes.push(format!(
                 "{primary_name}: replicating from {} (master-master)",
@@ -967,7 +1032,8 @@ pub async fn setup_with(
                 if want { "ON" } else { "OFF" }
             ));
         }
-        if want && x.semi_timeout != section.semi_sync_timeout_ms {
+        // Timeout and wait point on every server, so a promoted replica has them.
+        if section.semi_sync && x.semi_timeout != section.semi_sync_timeout_ms {
             db.exec(
                 "setting the semi-sync timeout",
                 &format!(
@@ -981,7 +1047,7 @@ pub async fn setup_with(
                 db.server, section.semi_sync_timeout_ms
             ));
         }
-        if want && !x.wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
+        if section.semi_sync && !x.wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
             db.exec(
                 "setting the semi-sync wait point",
                 "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",

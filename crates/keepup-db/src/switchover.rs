@@ -255,6 +255,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
     }
     let mut repointed = Vec::new();
     let mut not_repointed = Vec::new();
+    let mut opened_at = None;
     let target = section.server[tidx].clone();
     if !mm {
         let db = conns[tidx]
@@ -270,6 +271,12 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
                 "SET GLOBAL rpl_semi_sync_master_enabled = ON",
             )
             .await?;
+        } else {
+            // Without semi-sync nothing waits on the replicas: open now, they
+            // pick up the new writes once repointed.
+            db.exec("opening the new primary", "SET GLOBAL read_only = OFF")
+                .await?;
+            opened_at = Some(t0.elapsed());
         }
         // Repoint everyone else in parallel.
         let mut set = tokio::task::JoinSet::new();
@@ -329,14 +336,18 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
             }
         }
     }
-    {
-        let db = conns[tidx]
-            .as_mut()
-            .ok_or_else(|| DbError::Config("target vanished".into()))?;
-        db.exec("opening the new primary", "SET GLOBAL read_only = OFF")
-            .await?;
-    }
-    let write_unavailable_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let opened_at = match opened_at {
+        Some(t) => t,
+        None => {
+            let db = conns[tidx]
+                .as_mut()
+                .ok_or_else(|| DbError::Config("target vanished".into()))?;
+            db.exec("opening the new primary", "SET GLOBAL read_only = OFF")
+                .await?;
+            t0.elapsed()
+        }
+    };
+    let write_unavailable_ms = opened_at.as_secs_f64() * 1000.0;
     for db in conns.into_iter().flatten() {
         db.close().await;
     }

@@ -213,3 +213,11 @@ where
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Runs a scenario with a time limit: a hang fails the test (and dropping
+/// the scenario kills its servers) instead of blocking the suite.
+pub async fn guard<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("scenario timed out");
+}
