@@ -60,6 +60,17 @@ port() { # tool scenario
     case "$2" in ka64 | ka512 | close) echo $((base + 81)) ;; body16k) echo $((base + 82)) ;; tcp) echo $((base + 83)) ;; esac
 }
 
+# CPU time (user + system, clock ticks) of a process and its children's threads.
+cpu_ticks() {
+    local total=0 q f
+    for q in "$1" $(pgrep -P "$1" || true); do
+        for f in /proc/"$q"/task/*/stat; do
+            [ -e "$f" ] && total=$((total + $(awk '{print $14 + $15}' "$f")))
+        done
+    done
+    echo "$total"
+}
+
 results="$work/results.tsv"
 : >"$results"
 rss="$work/rss.tsv"
@@ -90,10 +101,13 @@ for W in $WORKERS_LIST; do
                 [ "$s" = ka512 ] && conns=512
                 [ "$s" = close ] && extra=(-H "Connection: close")
                 out="$work/wrk-$W-$round-$s-$t.txt"
+                case $t in keepup) p=$kp ;; haproxy) p=$hp ;; nginx) p=$np ;; esac
+                c0=$(cpu_ticks "$p")
                 $PIN_WRK wrk -t"$WRK_T" -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" \
                     "http://127.0.0.1:$(port $t $s)/" >"$out" 2>&1 || true
-                python3 "$here/lb/parse_wrk.py" "$out" "$W" "$round" "$s" "$t" >>"$results"
-                tail -1 "$results" | awk -F'\t' '{printf "  w%s r%s %-8s %-8s %10.0f req/s  p50 %-8s p99 %-8s errors %s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+                c1=$(cpu_ticks "$p")
+                python3 "$here/lb/parse_wrk.py" "$out" "$W" "$round" "$s" "$t" "$((c1 - c0))" >>"$results"
+                tail -1 "$results" | awk -F'\t' '{printf "  w%s r%s %-8s %-8s %10.0f req/s  p50 %-8s p99 %-8s errors %-4s cpu/req %s us\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
             done
         done
     done

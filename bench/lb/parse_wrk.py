@@ -1,9 +1,11 @@
 """Turns one wrk --latency output into a TSV line:
-workers, round, scenario, tool, req/s, p50, p99, errors (non-2xx + socket errors)."""
+workers, round, scenario, tool, req/s, p50, p99, errors (non-2xx + socket
+errors), proxy CPU microseconds per request (from the clock ticks given)."""
+import os
 import re
 import sys
 
-path, workers, rnd, scenario, tool = sys.argv[1:6]
+path, workers, rnd, scenario, tool, ticks = sys.argv[1:7]
 text = open(path, errors="replace").read()
 
 
@@ -26,6 +28,11 @@ m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (
 if m:
     # Reads that end because the server closes (Connection: close) are not failures.
     errors += int(m.group(1)) + int(m.group(3)) + int(m.group(4))
+m = re.search(r"(\d+) requests in", text)
+total = int(m.group(1)) if m else 0
+cpu_per_req = (
+    "%.2f" % (int(ticks) * 1e6 / os.sysconf("SC_CLK_TCK") / total) if total else "nan"
+)
 print(
     "\t".join(
         [
@@ -37,6 +44,7 @@ print(
             "%.3f" % dur(p50.group(1)) if p50 else "nan",
             "%.3f" % dur(p99.group(1)) if p99 else "nan",
             str(errors),
+            cpu_per_req,
         ]
     )
 )

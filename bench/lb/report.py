@@ -22,8 +22,8 @@ SCEN = [
 
 data = collections.defaultdict(list)
 for line in open(results):
-    w, r, s, t, rps, p50, p99, err = line.rstrip("\n").split("\t")
-    data[(w, s, t)].append((float(rps), float(p50), float(p99), int(err)))
+    w, r, s, t, rps, p50, p99, err, cpu = line.rstrip("\n").split("\t")
+    data[(w, s, t)].append((float(rps), float(p50), float(p99), int(err), float(cpu)))
 rss = {}
 for line in open(rss_path):
     w, t, kb = line.split()
@@ -61,7 +61,9 @@ lines.append(
 )
 lines.append("")
 lines.append(
-    "Versions: %s; %s; %s. Latency in ms (wrk --latency). Ratio = keepup req/s / peer req/s."
+    "Versions: %s; %s; %s. Latency in ms (wrk --latency). Ratio = keepup req/s / peer req/s. "
+    "CPU µs/req is the proxy's user+system CPU time over the run divided by the requests "
+    "(wrk counts), a figure much less sensitive than req/s to other load on the machine."
     % (version(["haproxy", "-v"]), version(["nginx", "-v"]), version(["wrk", "-v"]))
 )
 lines.append("")
@@ -71,9 +73,9 @@ for w in workers:
     lines.append("")
     lines.append(
         "| scenario | keepup req/s | HAProxy req/s | nginx req/s | vs HAProxy | vs nginx | vs better peer "
-        "| keepup p50 / p99 | HAProxy p50 / p99 | nginx p50 / p99 | errors k/h/n |"
+        "| keepup p50 / p99 | HAProxy p50 / p99 | nginx p50 / p99 | CPU µs/req k / h / n | errors k/h/n |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|")
     for s, label in SCEN:
         row = {}
         for t in TOOLS:
@@ -83,12 +85,13 @@ for w in workers:
                 med([x[1] for x in xs]),
                 med([x[2] for x in xs]),
                 sum(x[3] for x in xs),
+                med([x[4] for x in xs]),
             )
         k, h, n = row["keepup"][0], row["haproxy"][0], row["nginx"][0]
         ratio = lambda a, b: "%.2f×" % (a / b) if b and b == b and b > 0 else "n/a"
         best = max(h, n)
         lines.append(
-            "| %s | %.0f | %.0f | %.0f | %s | %s | %s | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %d/%d/%d |"
+            "| %s | %.0f | %.0f | %.0f | %s | %s | %s | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.1f / %.1f / %.1f | %d/%d/%d |"
             % (
                 label,
                 k,
@@ -103,6 +106,9 @@ for w in workers:
                 row["haproxy"][2],
                 row["nginx"][1],
                 row["nginx"][2],
+                row["keepup"][4],
+                row["haproxy"][4],
+                row["nginx"][4],
                 row["keepup"][3],
                 row["haproxy"][3],
                 row["nginx"][3],

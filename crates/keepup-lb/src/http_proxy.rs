@@ -140,8 +140,7 @@ async fn serve_h1<I>(
         .header_read_timeout(settings.header_read_timeout())
         .max_buf_size(settings.cfg.max_header_bytes.max(8192))
         .max_headers(settings.cfg.max_headers)
-        .keep_alive(true)
-        .writev(false);
+        .keep_alive(true);
     let svc = service_fn(move |req| {
         let c = conn.clone();
         async move { Ok::<_, Infallible>(handle(c, req).await) }
@@ -393,6 +392,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let backend_timeout = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+    let connect_timeout = Duration::from_millis(s.cfg.connect_timeout_ms.max(1));
     let attempts = 1 + s.cfg.retries as usize;
     let mut tried = 0u64;
     let mut failed = false;
@@ -446,7 +446,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
         b.counters.requests.fetch_add(1, Relaxed);
         let flight = InFlight::new(b.clone());
         let t0 = Instant::now();
-        let (mut sender, reused) = match c.up.get(b.addr).await {
+        let (mut sender, reused) = match c.up.get(b.addr, connect_timeout).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(backend = %b.name, "{e}");

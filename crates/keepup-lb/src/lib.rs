@@ -307,9 +307,7 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
         }
     };
     let mut closing = fe.closing.subscribe();
-    let up = upstream::Upstream::new(Duration::from_millis(
-        fe.settings.load().cfg.connect_timeout_ms.max(1),
-    ));
+    let up = upstream::Upstream::new();
     loop {
         if *closing.borrow() {
             break;
@@ -334,8 +332,8 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
             },
             _ = closing.changed() => continue,
         };
+        // TCP_NODELAY is inherited from the listening socket (listener.rs).
         let guard = ConnGuard::new(fe.clone());
-        let _ = stream.set_nodelay(true);
         match fe.mode {
             LbMode::Http => {
                 tokio::spawn(http_proxy::serve(

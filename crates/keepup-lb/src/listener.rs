@@ -34,4 +34,14 @@ mod test {
         let l = super::bind("203.0.113.77:0".parse().unwrap(), 16).unwrap();
         assert_eq!(l.local_addr().unwrap().ip().to_string(), "203.0.113.77");
     }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        // accept_loop relies on this instead of a setsockopt per connection.
+        let l = super::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(s.nodelay().unwrap());
+    }
 }

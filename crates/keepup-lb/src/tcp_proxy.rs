@@ -29,7 +29,12 @@ pub(crate) async fn serve(
     let start = Instant::now();
     fe.counters.requests.fetch_add(1, Relaxed);
     let mut src = peer;
-    let mut dst = client.local_addr().unwrap_or(fe.local);
+    // getsockname only when a PROXY header will need it.
+    let mut dst = if s.cfg.send_proxy_protocol == ProxyProtocolVersion::None {
+        fe.local
+    } else {
+        client.local_addr().unwrap_or(fe.local)
+    };
     if !s.trusted.is_empty() && s.is_trusted(peer.ip()) {
         match tokio::time::timeout(
             s.header_read_timeout(),

@@ -39,14 +39,12 @@ type Sender = SendRequest<ProxyBody>;
 #[derive(Debug)]
 pub(crate) struct Upstream {
     idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
-    connect_timeout: Duration,
 }
 
 impl Upstream {
-    pub(crate) fn new(connect_timeout: Duration) -> Arc<Upstream> {
+    pub(crate) fn new() -> Arc<Upstream> {
         Arc::new(Upstream {
             idle: Mutex::new(HashMap::new()),
-            connect_timeout,
         })
     }
 
@@ -80,13 +78,12 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-                Err(_) => return Err(ConnectError::Timeout(addr)),
-            };
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+        };
         let _ = stream.set_nodelay(true);
         let (s, conn) = http1::Builder::new()
             .writev(false)
@@ -101,7 +98,11 @@ impl Upstream {
 
     /// A connection ready to take a request: a pooled one if any is alive,
     /// else a new one. `Ok((sender, reused))`.
-    pub(crate) async fn get(&self, addr: SocketAddr) -> Result<(Sender, bool), ConnectError> {
+    pub(crate) async fn get(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(Sender, bool), ConnectError> {
         while let Some(mut s) = self.checkout(addr) {
             // A connection checked in at the end of a body may still be
             // finishing that response; ready() waits for that, or fails if
@@ -110,7 +111,7 @@ impl Upstream {
                 return Ok((s, true));
             }
         }
-        Ok((self.connect(addr).await?, false))
+        Ok((self.connect(addr, connect_timeout).await?, false))
     }
 }
 

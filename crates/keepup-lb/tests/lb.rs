@@ -724,3 +724,59 @@ async fn tcp_mode_skips_dead_backend() {
     }
     lb.shutdown(Duration::from_secs(1)).await;
 }
+
+// max_connections: further clients wait in the listen queue (not refused)
+// and are served once a slot frees.
+#[tokio::test]
+async fn max_connections_queues_further_clients() {
+    let a = TestBackend::start("a").await;
+    let lb = keepup_lb::start(&http_lb("max_connections = 1", "", &[(&a, 100)]))
+        .await
+        .unwrap();
+    let addr = lb.local_addr("web").unwrap();
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The first connection stays open (keep-alive) and holds the only slot.
+    let second = tokio::spawn(async move {
+        raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second client was served too early"
+    );
+    drop(first);
+    let text = second.await.unwrap();
+    assert_eq!(status_of(&text), 200, "{text}");
+    lb.shutdown(Duration::from_secs(1)).await;
+}
+
+// TCP mode closes a connection that is silent for idle_timeout_ms.
+#[tokio::test]
+async fn tcp_idle_timeout_closes_silent_connections() {
+    let (b1, _rx) = echo_backend(false).await;
+    let s = section(&format!(
+        "[[frontend]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\npool = \"p\"\nidle_timeout_ms = 200\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"x\"\naddress = \"{b1}\"\n"
+    ));
+    let lb = keepup_lb::start(&s).await.unwrap();
+    let addr = lb.local_addr("t").unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"hi").await.unwrap();
+    let mut back = [0u8; 2];
+    c.read_exact(&mut back).await.unwrap();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "idle connection not closed");
+    lb.shutdown(Duration::from_secs(1)).await;
+}
