@@ -780,3 +780,75 @@ async fn tcp_idle_timeout_closes_silent_connections() {
     assert!(r.is_ok(), "idle connection not closed");
     lb.shutdown(Duration::from_secs(1)).await;
 }
+
+// Reload that adds a frontend and removes another: the new one serves at
+// once; the removed one stops accepting but finishes its in-flight request.
+#[tokio::test]
+async fn reload_adds_and_removes_frontends() {
+    let a = TestBackend::start("a").await;
+    let pool = format!(
+        "[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"a\"\naddress = \"{}\"\n",
+        a.addr
+    );
+    let one = section(&format!(
+        "[[frontend]]\nname = \"old\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n{pool}"
+    ));
+    let lb = keepup_lb::start(&one).await.unwrap();
+    let old = lb.local_addr("old").unwrap();
+    let slow = tokio::spawn(async move { get(&client(), old, "/slow", &[]).await });
+    let lb2 = lb.clone();
+    assert!(
+        eventually(Duration::from_secs(2), || lb2.status().pools[0].backends[0]
+            .active
+            == 1)
+        .await
+    );
+    let two = section(&format!(
+        "[[frontend]]\nname = \"new\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\nmode = \"tcp\"\n{pool}"
+    ));
+    lb.reload(&two).await.unwrap();
+    assert_eq!(lb.local_addr("old"), None);
+    let new = lb.local_addr("new").unwrap();
+    assert_eq!(get(&client(), new, "/", &[]).await.unwrap().0, 200);
+    assert_eq!(
+        slow.await.unwrap().unwrap().0,
+        200,
+        "in-flight request finished"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || std::net::TcpStream::connect(old)
+            .is_err())
+        .await,
+        "the removed frontend still accepts"
+    );
+    assert_eq!(lb.status().frontends.len(), 1);
+    lb.shutdown(Duration::from_secs(1)).await;
+}
+
+// Active TCP health check: a backend whose port closes goes down.
+#[tokio::test]
+async fn tcp_health_check_detects_a_closed_port() {
+    let (mut a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let lb = keepup_lb::start(&http_lb(
+        "",
+        "[pool.health]\ntype = \"tcp\"\ninterval_ms = 50\ntimeout_ms = 300\nrise = 1\nfall = 1",
+        &[(&a, 100), (&b, 100)],
+    ))
+    .await
+    .unwrap();
+    a.kill();
+    let lb2 = lb.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || !lb2.status().pools[0].backends
+            [0]
+        .healthy)
+        .await
+    );
+    assert!(lb.status().pools[0].backends[0]
+        .last_check_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("connect"));
+    assert!(lb.status().pools[0].backends[1].healthy);
+    lb.shutdown(Duration::from_secs(1)).await;
+}
