@@ -148,9 +148,15 @@ impl LocalServer {
         let data = dir.join("data");
         std::fs::create_dir_all(&dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        // A private tmpdir: parallel bootstraps sharing /tmp sometimes lose
+        // their temporary tables ("Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| err(format!("cannot create {}: {e}", tmp.display())))?;
         let out = Command::new(install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--user=root",
@@ -203,6 +209,7 @@ impl LocalServer {
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .arg(format!("--init-file={}", d.join("init.sql").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg("--user=root")
             .arg(format!("--server-id={}", o.server_id))
             .arg(format!("--gtid-domain-id={}", o.gtid_domain_id))

@@ -423,6 +423,15 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         ));
     }
     let mm_both = section.topology == DbTopology::MasterMaster && section.writes_on_both;
+    // Fencing only once replication exists: before setup every server is
+    // writable and none of them is "returning".
+    let primary_followed = primary.as_ref().is_some_and(|p| {
+        servers.iter().any(|x| {
+            x.replication
+                .as_ref()
+                .is_some_and(|r| r.source_server.as_deref() == Some(p.as_str()))
+        })
+    });
     for (idx, s) in servers.iter_mut().enumerate() {
         if !s.up {
             continue;
@@ -513,7 +522,7 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
             }
         }
         if !is_primary && !s.read_only && !mm_both {
-            if s.replication.is_none() && primary.is_some() {
+            if s.replication.is_none() && primary_followed {
                 // An old primary that came back writable: fence it.
                 if let Some(db) = conns[idx].as_mut() {
                     if db
@@ -808,4 +817,86 @@ pub fn render(status: &DbStatus) -> String {
         let _ = writeln!(o, "PROBLEM {p}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keepup_config::DbServer;
+
+    fn section() -> DatabaseSection {
+        let srv = |n: &str, a: &str| DbServer {
+            name: n.into(),
+            address: a.into(),
+            replication_address: None,
+            node: None,
+            no_promote: false,
+            admin_credentials_file: None,
+        };
+        DatabaseSection::new(
+            "/x".into(),
+            vec![
+                srv("a", "10.0.0.1:3306"),
+                srv("b", "10.0.0.2:3306"),
+                srv("c", "10.0.0.3:3306"),
+            ],
+        )
+    }
+    fn st(name: &str, read_only: bool, source: Option<&str>) -> ServerStatus {
+        let mut s = down(
+            &DbServer {
+                name: name.into(),
+                address: String::new(),
+                replication_address: None,
+                node: None,
+                no_promote: false,
+                admin_credentials_file: None,
+            },
+            String::new(),
+        );
+        s.up = true;
+        s.error = None;
+        s.read_only = read_only;
+        s.replication = source.map(|src| ReplicationThreads {
+            source_server: Some(src.to_string()),
+            ..ReplicationThreads::default()
+        });
+        s
+    }
+
+    #[test]
+    fn the_followed_writable_server_is_primary() {
+        let sec = section();
+        // An old primary "a" came back writable; the replicas follow "b".
+        let servers = vec![
+            st("a", false, None),
+            st("b", false, None),
+            st("c", true, Some("b")),
+        ];
+        assert_eq!(identify_primary(&sec, &servers).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn fresh_servers_prefer_the_preferred_primary() {
+        let sec = section();
+        let servers = vec![
+            st("a", false, None),
+            st("b", false, None),
+            st("c", false, None),
+        ];
+        assert_eq!(identify_primary(&sec, &servers).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn no_writable_server_no_primary() {
+        let sec = section();
+        let servers = vec![st("a", true, None), st("b", true, Some("a"))];
+        assert_eq!(identify_primary(&sec, &servers), None);
+    }
+
+    #[test]
+    fn addresses_compare_with_localhost() {
+        assert!(same_address("localhost:3306", "127.0.0.1:3306"));
+        assert!(!same_address("10.0.0.1:3306", "10.0.0.1:3307"));
+    }
 }

@@ -247,6 +247,32 @@ async fn kill9_scenario(test: &str, semi_sync: bool) {
     assert!(st.problems.is_empty(), "{:?}", st.problems);
     let present = values(&c.servers[0].address()).await;
     assert!(missing(&acked, &present).len() <= lost.len());
+
+    if semi_sync {
+        // Trap: after rpl_semi_sync_master_timeout the primary silently
+        // falls back to async. keepup must say so.
+        let newp_addr = c.section.server(&r.new_primary).expect("p").address.clone();
+        use mysql_async::prelude::Queryable;
+        for s in c.section.server.iter().filter(|s| s.name != r.new_primary) {
+            let mut x = admin(&s.address).await;
+            x.query_drop("STOP SLAVE IO_THREAD").await.expect("stop io");
+        }
+        let mut p = admin(&newp_addr).await;
+        p.query_drop("SET GLOBAL rpl_semi_sync_master_timeout = 200")
+            .await
+            .expect("timeout");
+        p.query_drop("INSERT INTO app.t (v, src) VALUES (-100, 'fallback')")
+            .await
+            .expect("insert");
+        let st = observe(&c.section).await;
+        println!("{}", keepup_db::render(&st));
+        let f = st
+            .problems
+            .iter()
+            .find(|p| p.kind == "semi_sync_fallback")
+            .expect("fallback reported");
+        assert!(f.message.contains("acknowledged writes at risk"), "{f}");
+    }
 }
 
 /// Issue 4, failover without semi-sync: kill -9 of the primary under writes;
