@@ -49,11 +49,12 @@ struct Probe {
     slave: GtidPos,
     sql_error: Option<String>,
     domain: u32,
+    server_id: u32,
 }
 
 async fn freeze_and_read(
     db: &mut Db,
-) -> Result<(GtidPos, GtidPos, GtidPos, Option<String>, u32), DbError> {
+) -> Result<(GtidPos, GtidPos, GtidPos, Option<String>, (u32, u32)), DbError> {
     // Freeze what it has received: the IO thread only retries the dead primary.
     db.exec("stopping the IO thread", "STOP SLAVE IO_THREAD")
         .await?;
@@ -79,8 +80,15 @@ async fn freeze_and_read(
     let binlog = GtidPos::parse(&db.global("gtid_binlog_pos").await?).unwrap_or_default();
     let slave = GtidPos::parse(&db.global("gtid_slave_pos").await?).unwrap_or_default();
     let domain: u32 = db.global("gtid_domain_id").await?.parse().unwrap_or(0);
+    let server_id: u32 = db.global("server_id").await?.parse().unwrap_or(0);
     let io = GtidPos::parse(&io_pos).unwrap_or_default();
-    Ok((slave.merge(&io), binlog, slave, sql_error, domain))
+    Ok((
+        slave.merge(&io),
+        binlog,
+        slave,
+        sql_error,
+        (domain, server_id),
+    ))
 }
 
 /// Promotes a replica after `dead_primary` was agreed dead by the cluster.
@@ -135,7 +143,8 @@ pub async fn promote_after_failure(
             }
             let r = async {
                 let mut db = Db::connect(&section, &s).await?;
-                let (received, binlog, slave, sql_error, domain) = freeze_and_read(&mut db).await?;
+                let (received, binlog, slave, sql_error, (domain, server_id)) =
+                    freeze_and_read(&mut db).await?;
                 Ok::<_, DbError>(Probe {
                     idx: i,
                     db,
@@ -144,6 +153,7 @@ pub async fn promote_after_failure(
                     slave,
                     sql_error,
                     domain,
+                    server_id,
                 })
             }
             .await;
@@ -197,7 +207,7 @@ pub async fn promote_after_failure(
     let cands: Vec<Candidate> = probes
         .iter()
         .map(|p| {
-            let mut errant = errant_gtids(&p.binlog, &p.slave);
+            let mut errant = errant_gtids(&p.binlog, &p.slave, p.server_id);
             if mm {
                 errant.retain(|g| g.domain != p.domain);
             }

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! use keepup_db::local_server::{LocalServer, LocalServerOptions, free_port};
-//! let a = LocalServer::start("db-a", free_port().unwrap(), LocalServerOptions::new(1))?;
+//! let a = LocalServer::start("db-a", free_port()?, LocalServerOptions::new(1))?;
 //! println!("{}", a.address());
 //! # Ok::<(), keepup_db::DbError>(())
 //! ```

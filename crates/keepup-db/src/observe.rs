@@ -177,13 +177,33 @@ pub(crate) async fn probe(
     section: &DatabaseSection,
     server: &DbServer,
 ) -> (ServerStatus, Option<Db>) {
-    let mut db = match Db::connect(section, server).await {
-        Ok(db) => db,
-        Err(e) => return (down(server, e.to_string()), None),
+    // A server that accepts connections but never answers (hung, disk
+    // full) must not hang the caller: bound the whole probe.
+    let limit = std::time::Duration::from_millis((section.connect_timeout_ms * 3).max(3000));
+    let fut = async {
+        let mut db = match Db::connect(section, server).await {
+            Ok(db) => db,
+            Err(e) => return (down(server, e.to_string()), None),
+        };
+        match probe_conn(section, server, &mut db).await {
+            Ok(s) => (s, Some(db)),
+            Err(e) => (down(server, e.to_string()), None),
+        }
     };
-    match probe_conn(section, server, &mut db).await {
-        Ok(s) => (s, Some(db)),
-        Err(e) => (down(server, e.to_string()), None),
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => (
+            down(
+                server,
+                format!(
+                    "server {} ({}) did not answer within {} ms",
+                    server.name,
+                    server.address,
+                    limit.as_millis()
+                ),
+            ),
+            None,
+        ),
     }
 }
 
@@ -385,8 +405,9 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
             "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM {KEEPUP_SCHEMA}.heartbeat WHERE server_id = {}",
             r.source_server_id
         );
-        s.lag_seconds = match db.scalar("reading heartbeat", &sql).await {
-            Ok(Some(us)) => us.parse::<f64>().ok().map(|us| (us / 1e6).max(0.0)),
+        let t = std::time::Duration::from_millis(section.connect_timeout_ms);
+        s.lag_seconds = match tokio::time::timeout(t, db.scalar("reading heartbeat", &sql)).await {
+            Ok(Ok(Some(us))) => us.parse::<f64>().ok().map(|us| (us / 1e6).max(0.0)),
             _ => r.seconds_behind_master.map(|x| x as f64),
         };
     }
@@ -504,7 +525,7 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         if !is_primary && !mm_both && s.replication.is_some() {
             let binlog = GtidPos::parse(&s.gtid_binlog_pos).unwrap_or_default();
             let slave = GtidPos::parse(&s.gtid_slave_pos).unwrap_or_default();
-            let errant = errant_gtids(&binlog, &slave);
+            let errant = errant_gtids(&binlog, &slave, s.server_id);
             if !errant.is_empty() {
                 s.errant_gtids = errant
                     .iter()

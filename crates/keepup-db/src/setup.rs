@@ -603,6 +603,7 @@ pub async fn setup_with(
                 let errant = errant_gtids(
                     &GtidPos::parse(&x.st.gtid_binlog_pos).unwrap_or_default(),
                     &GtidPos::parse(&x.st.gtid_slave_pos).unwrap_or_default(),
+                    x.st.server_id,
                 );
                 // In master-master the second master's own domain is legitimate.
                 let errant: Vec<_> = errant

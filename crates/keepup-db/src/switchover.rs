@@ -174,6 +174,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
         let mut errant = errant_gtids(
             &GtidPos::parse(&t.gtid_binlog_pos).unwrap_or_default(),
             &GtidPos::parse(&t.gtid_slave_pos).unwrap_or_default(),
+            t.server_id,
         );
         if mm {
             errant.retain(|g| g.domain != t.gtid_domain_id);
