@@ -123,6 +123,45 @@ for w in workers:
         + "."
     )
     lines.append("")
+# A plain summary computed from the table, so it cannot drift from it.
+rows = met = cpu_better = 0
+for w in workers:
+    for sc, _ in SCEN:
+        k = med([x[0] for x in data.get((w, sc, "keepup"), [])])
+        best = max(
+            med([x[0] for x in data.get((w, sc, "haproxy"), [])]),
+            med([x[0] for x in data.get((w, sc, "nginx"), [])]),
+        )
+        kc = med([x[4] for x in data.get((w, sc, "keepup"), [])])
+        bc = min(
+            med([x[4] for x in data.get((w, sc, "haproxy"), [])]),
+            med([x[4] for x in data.get((w, sc, "nginx"), [])]),
+        )
+        rows += 1
+        met += k >= 1.1 * best
+        cpu_better += kc <= bc
+lines.append("### Reading the numbers")
+lines.append("")
+lines.append(
+    "The target (keepup ≥ 1.1× the better of HAProxy and nginx in req/s) is met in %d of %d rows; "
+    "keepup needs no more CPU per request than the more frugal peer in %d of %d rows. "
+    "Other work on this 2-core machine moves req/s by ±30 %% between rounds, so small "
+    "ratios either way are noise; the CPU µs/req column is the steadier measure."
+    % (met, rows, cpu_better, rows)
+)
+lines.append("")
+lines.append(
+    "Where keepup costs more: with small HTTP responses it spends about 2–4 µs more user "
+    "CPU per request than HAProxy and nginx (kernel time per request is about equal: every "
+    "proxy makes the same 2 reads and 2 writes). That is hyper's design: each backend "
+    "connection is its own task fed through a channel, and request/response heads are "
+    "parsed into and serialized from `http` types. With 512 connections the gap grows "
+    "(cache misses over more per-connection state), and resident memory is about twice "
+    "HAProxy's because hyper keeps an 8 KiB+ read buffer per client and per backend "
+    "connection, where HAProxy releases buffers of idle connections. 16 KiB bodies and "
+    "TCP mode, where copying dominates, are level."
+)
+lines.append("")
 section = "\n".join(lines).rstrip() + "\n"
 
 text = open(bench_md).read() if os.path.exists(bench_md) else "# Benchmarks\n"
