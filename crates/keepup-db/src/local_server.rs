@@ -247,6 +247,10 @@ impl LocalServer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // Ready = one more "ready for connections" line in its error log than
+        // before this start (a restart appends to the same log; connection
+        // probes would fill the log with "Aborted connection" lines).
+        let ready_before = self.ready_count();
         let child = cmd
             .spawn()
             .map_err(|e| err(format!("cannot start mariadbd: {e}")))?;
@@ -262,13 +266,7 @@ impl LocalServer {
                     )));
                 }
             }
-            if std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-                && self.log_tail(5).contains("ready for connections")
-            {
+            if self.ready_count() > ready_before {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -279,6 +277,12 @@ impl LocalServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    fn ready_count(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("error.log"))
+            .map(|t| t.matches("ready for connections").count())
+            .unwrap_or(0)
     }
 
     /// The last `n` lines of its error log.
