@@ -386,26 +386,55 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         };
     }
 
-    // Heartbeat on the primary, then lag on the replicas.
+    // Heartbeat on the primary, then lag on the replicas: a replica that
+    // applies this very heartbeat within HEARTBEAT_WAIT is behind by the time
+    // it took; one that does not is behind by the age of the newest
+    // heartbeat it has (as pt-heartbeat measures it).
+    let mut beat: Option<(String, std::time::Instant)> = None;
     if let Some(p) = primary.as_ref() {
         if let Some(idx) = servers.iter().position(|s| &s.name == p) {
             let stalled =
                 servers[idx].semi_sync.master_active && servers[idx].semi_sync.master_clients == 0;
             if let (Some(db), false) = (conns[idx].as_mut(), stalled) {
                 let t = std::time::Duration::from_millis(section.connect_timeout_ms);
-                let _ = tokio::time::timeout(t, write_heartbeat(db)).await;
+                let at = std::time::Instant::now();
+                let wrote = async {
+                    write_heartbeat(db).await?;
+                    db.global("gtid_binlog_pos").await
+                };
+                if let Ok(Ok(pos)) = tokio::time::timeout(t, wrote).await {
+                    beat = Some((pos, at));
+                }
             }
         }
     }
+    const HEARTBEAT_WAIT_S: f64 = 0.25;
     for (idx, s) in servers.iter_mut().enumerate() {
         let (Some(db), Some(r)) = (conns[idx].as_mut(), s.replication.as_ref()) else {
             continue;
         };
+        if Some(&s.name) == primary.as_ref() {
+            continue;
+        }
+        let t = std::time::Duration::from_millis(section.connect_timeout_ms);
+        if let Some((pos, at)) = beat.as_ref() {
+            let sql = format!(
+                "SELECT MASTER_GTID_WAIT({}, {HEARTBEAT_WAIT_S})",
+                quote(pos)
+            );
+            if let Ok(Ok(Some(v))) =
+                tokio::time::timeout(t, db.scalar("waiting for the heartbeat", &sql)).await
+            {
+                if v == "0" {
+                    s.lag_seconds = Some(at.elapsed().as_secs_f64());
+                    continue;
+                }
+            }
+        }
         let sql = format!(
             "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM {KEEPUP_SCHEMA}.heartbeat WHERE server_id = {}",
             r.source_server_id
         );
-        let t = std::time::Duration::from_millis(section.connect_timeout_ms);
         s.lag_seconds = match tokio::time::timeout(t, db.scalar("reading heartbeat", &sql)).await {
             Ok(Ok(Some(us))) => us.parse::<f64>().ok().map(|us| (us / 1e6).max(0.0)),
             _ => r.seconds_behind_master.map(|x| x as f64),
@@ -542,7 +571,8 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                 ));
             }
         }
-        if !is_primary && !s.read_only && !mm_both {
+        if !is_primary && !s.read_only && !mm_both && (s.replication.is_some() || primary_followed)
+        {
             if s.replication.is_none() && primary_followed {
                 // An old primary that came back writable: fence it.
                 if let Some(db) = conns[idx].as_mut() {

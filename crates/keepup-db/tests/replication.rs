@@ -62,6 +62,34 @@ async fn setup_master_slave_two_replicas_is_idempotent_body() {
     let cs = keepup_db::checksum(&c.section).await.expect("checksum");
     assert!(cs.mismatches.is_empty(), "{:?}", cs.mismatches);
     assert!(cs.tables >= 2);
+
+    // True lag: with db-3's SQL thread stopped, its newest heartbeat ages.
+    {
+        use mysql_async::prelude::Queryable;
+        let mut x = admin(&c.servers[2].address()).await;
+        x.query_drop("STOP SLAVE SQL_THREAD")
+            .await
+            .expect("stop sql");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let st = observe(&c.section).await;
+    println!("{}", keepup_db::render(&st));
+    let lag = st.server("db-3").and_then(|s| s.lag_seconds).expect("lag");
+    assert!(lag > 1.0, "db-3 lag {lag}");
+    assert!(st.server("db-2").and_then(|s| s.lag_seconds).expect("lag") < 1.0);
+    assert!(st
+        .problems
+        .iter()
+        .any(|p| p.kind == "sql_thread_stopped" && p.server.as_deref() == Some("db-3")));
+    // setup repairs a thread stopped without an error.
+    let fix = setup(&c.section).await.expect("setup repairs");
+    assert!(
+        fix.changes
+            .iter()
+            .any(|c| c.contains("db-3: started the stopped")),
+        "{:?}",
+        fix.changes
+    );
     let _ = Duration::from_secs(0);
 }
 
