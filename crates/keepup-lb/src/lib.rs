@@ -27,6 +27,20 @@
 //! [`start`] → [`LbHandle`]: [`LbHandle::status`], [`LbHandle::set_backend_state`],
 //! [`LbHandle::reload`], [`LbHandle::shutdown`], [`LbHandle::local_addr`];
 //! [`prometheus`] renders an [`LbStatus`] for `/metrics`.
+//!
+//! # Wiring into the agent (what `keepup lb` expects)
+//! * `keepup run`: when `[lb]` is present, `start(&section).await` inside the
+//!   agent's runtime; keep the [`LbHandle`]; on SIGTERM `shutdown(grace)`.
+//! * `POST /v1/lb/backends/{pool}/{backend}/{state}`: `state.parse::<AdminState>()`
+//!   (`enabled`, `drain`, `maintenance`; 400 otherwise), then
+//!   [`LbHandle::set_backend_state`] ([`LbError::UnknownPool`] /
+//!   [`LbError::UnknownBackend`] → 404).
+//! * `POST /v1/lb/reload`: load keepup.toml again and [`LbHandle::reload`]
+//!   with its `[lb]` ([`LbError::Config`], [`LbError::Tls`], [`LbError::Bind`] → 422;
+//!   nothing changed then).
+//! * Status document: `"lb": serde_json::to_value(handle.status())`, which
+//!   `keepup status` renders; `/metrics`: [`prometheus`].
+//! * `keepup check-config` can report `LbSection::problems()` with the file.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]

@@ -108,7 +108,7 @@ impl Counters {
     }
 }
 
-/// A [`Counters`] snapshot.
+/// A snapshot of one set of traffic counters.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CountersSnapshot {
     /// Requests (HTTP) or connections (TCP).
