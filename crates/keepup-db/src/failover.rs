@@ -91,6 +91,49 @@ async fn freeze_and_read(
     ))
 }
 
+/// Waits until a replica whose IO thread is stopped has applied its relay
+/// log: up to `received`, or until its SQL thread has read everything (the
+/// last transaction may have arrived only in part when the primary died; it
+/// was never acknowledged to its client, and is dropped).
+async fn apply_relay_log(db: &mut Db, received: &str, timeout_ms: u64) -> Result<(), DbError> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        if gtid_wait(db, received, 1).await.is_ok() {
+            return Ok(());
+        }
+        let row = db
+            .row("reading SHOW SLAVE STATUS", "SHOW SLAVE STATUS")
+            .await?;
+        let state = row
+            .as_ref()
+            .and_then(|r| col(r, "Slave_SQL_Running_State"))
+            .unwrap_or_default();
+        let running = row
+            .as_ref()
+            .and_then(|r| col(r, "Slave_SQL_Running"))
+            .unwrap_or_default();
+        if running != "Yes" {
+            return Err(DbError::Query {
+                server: db.server.clone(),
+                what: "applying its relay log".into(),
+                code: 0,
+                message: format!("the SQL thread stopped ({state})"),
+            });
+        }
+        if state.contains("read all relay log") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DbError::Timeout {
+                server: db.server.clone(),
+                what: format!("its SQL thread to apply its relay log up to {received}"),
+                after_ms: timeout_ms,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Promotes a replica after `dead_primary` was agreed dead by the cluster.
 ///
 /// 1. Refuses if `dead_primary` still answers and is writable (use switchover).
@@ -246,7 +289,7 @@ pub async fn promote_after_failure(
 
     // The winner applies its relay log.
     let wrecv = probes[widx].received.to_string();
-    gtid_wait(&mut probes[widx].db, &wrecv, timeout).await?;
+    apply_relay_log(&mut probes[widx].db, &wrecv, timeout).await?;
     // ... and catches up from anyone holding more.
     let mut caught_up_from = Vec::new();
     for other in &plan.catch_up_from {
@@ -257,10 +300,12 @@ pub async fn promote_after_failure(
             continue;
         };
         let orecv = probes[oi].received.to_string();
-        gtid_wait(&mut probes[oi].db, &orecv, timeout).await?;
+        apply_relay_log(&mut probes[oi].db, &orecv, timeout).await?;
+        // What it really has (a partial last transaction is not in its binlog).
+        let ohas = probes[oi].db.global("gtid_binlog_pos").await?;
         let source = section.server[probes[oi].idx].clone();
         point_at(section, &mut probes[widx].db, &source, &password).await?;
-        gtid_wait(&mut probes[widx].db, &orecv, timeout).await?;
+        gtid_wait(&mut probes[widx].db, &ohas, timeout).await?;
         probes[widx]
             .db
             .exec("stopping catch-up replication", "STOP SLAVE")
@@ -273,7 +318,14 @@ pub async fn promote_after_failure(
             .await?;
         w.exec("detaching the new primary", "RESET SLAVE ALL")
             .await?;
-        if section.semi_sync {
+        // Semi-sync only with a replica to acknowledge: a semi-sync primary
+        // without one stalls every commit for rpl_semi_sync_master_timeout.
+        // Without, observe reports "acknowledged writes at risk" and setup
+        // turns it back on once a replica returns.
+        let will_repoint = cands
+            .iter()
+            .any(|c| c.name != plan.winner && !c.errant && !c.sql_error);
+        if section.semi_sync && will_repoint {
             w.exec(
                 "enabling semi-sync on the new primary",
                 "SET GLOBAL rpl_semi_sync_master_enabled = ON",

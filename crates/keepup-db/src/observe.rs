@@ -473,6 +473,15 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         ));
     }
     let mm_both = section.topology == DbTopology::MasterMaster && section.writes_on_both;
+    let primary_pos: std::collections::BTreeMap<String, GtidPos> = servers
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                GtidPos::parse(&s.gtid_binlog_pos).unwrap_or_default(),
+            )
+        })
+        .collect();
     // Fencing only once replication exists: before setup every server is
     // writable and none of them is "returning".
     let primary_followed = primary.as_ref().is_some_and(|p| {
@@ -554,7 +563,24 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         if !is_primary && !mm_both && s.replication.is_some() {
             let binlog = GtidPos::parse(&s.gtid_binlog_pos).unwrap_or_default();
             let slave = GtidPos::parse(&s.gtid_slave_pos).unwrap_or_default();
-            let errant = errant_gtids(&binlog, &slave, s.server_id);
+            // What the primary has was replicated out (an old primary's own
+            // history, a master-master peer's domain): not errant.
+            let primary_binlog = primary
+                .as_ref()
+                .and_then(|p| primary_pos.get(p.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let errant: Vec<_> = errant_gtids(&binlog, &slave, s.server_id)
+                .into_iter()
+                .filter(|g| {
+                    // The primary's last GTID of that domain is this
+                    // server's, at least as far: it has g (strict mode).
+                    !primary_binlog
+                        .0
+                        .get(&g.domain)
+                        .is_some_and(|p| p.server_id == g.server_id && p.seq >= g.seq)
+                })
+                .collect();
             if !errant.is_empty() {
                 s.errant_gtids = errant
                     .iter()
@@ -573,8 +599,10 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         }
         if !is_primary && !s.read_only && !mm_both && (s.replication.is_some() || primary_followed)
         {
-            if s.replication.is_none() && primary_followed {
-                // An old primary that came back writable: fence it.
+            if primary_followed {
+                // Writable but not the primary while the replicas follow
+                // another server: an old primary that came back writable
+                // (possibly replicating again, in master-master). Fence it.
                 if let Some(db) = conns[idx].as_mut() {
                     if db
                         .exec("setting read_only", "SET GLOBAL read_only = ON")

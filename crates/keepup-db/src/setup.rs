@@ -226,9 +226,22 @@ pub(crate) async fn point_at(
 
 /// Waits until `db` has applied `pos` (MASTER_GTID_WAIT).
 pub(crate) async fn gtid_wait(db: &mut Db, pos: &str, timeout_ms: u64) -> Result<(), DbError> {
-    if pos.is_empty() {
+    // MASTER_GTID_WAIT watches @@gtid_slave_pos, which never contains the
+    // server's own transactions (master-master: its own domain), so wait only
+    // for what its binlog does not hold yet.
+    let have = GtidPos::parse(&db.global("gtid_binlog_pos").await?).unwrap_or_default();
+    let want = GtidPos::parse(pos).unwrap_or_default();
+    let need = GtidPos(
+        want.missing_from(&have)
+            .into_iter()
+            .map(|g| (g.domain, g))
+            .collect(),
+    );
+    if need.is_empty() {
         return Ok(());
     }
+    let pos = need.to_string();
+    let pos = pos.as_str();
     let secs = timeout_ms as f64 / 1000.0;
     let r = db
         .scalar(

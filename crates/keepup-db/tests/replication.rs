@@ -552,3 +552,81 @@ async fn errant_writes_and_stopped_sql_thread_are_reported_not_touched_body() {
             && st.server("db-3").is_some_and(|s| s.read_only)
     );
 }
+
+/// Issue 4, master-master as `keepup demo` runs it: the second master stays
+/// read-only; switchover under writes moves the writer with nothing lost;
+/// kill -9 of the new primary promotes the other one; the returning server
+/// is fenced read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_master_switchover_and_failover() {
+    guard(180, master_master_switchover_and_failover_body()).await
+}
+
+async fn master_master_switchover_and_failover_body() {
+    if !can_run("master_master_switchover_and_failover") {
+        return;
+    }
+    let mut c = cluster("mm-so", 2, |i| {
+        let mut o = LocalServerOptions::new(i as u32 + 1);
+        o.gtid_domain_id = i as u32 + 1;
+        o
+    });
+    c.section.topology = keepup_config::DbTopology::MasterMaster;
+    c.section.semi_sync = true;
+    app_schema(&c.servers[0].address()).await;
+    let r = setup(&c.section).await.expect("setup");
+    println!("{r:#?}");
+    assert!(
+        !r.changes.iter().any(|c| c.contains("gtid_domain_id")),
+        "domains were distinct already"
+    );
+    let st = observe(&c.section).await;
+    println!("{}", keepup_db::render(&st));
+    assert!(st.problems.is_empty(), "{:?}", st.problems);
+    assert_eq!(st.primary.as_deref(), Some("db-1"));
+    assert!(st
+        .server("db-2")
+        .is_some_and(|s| s.read_only && s.role == Role::Replica));
+
+    let w = Writer::start(&c.servers[0].address(), "w", 0);
+    wait_until(20, "writes", || async { w.count() > 200 }).await;
+    let so = keepup_db::switchover(&c.section, "db-2")
+        .await
+        .expect("switchover");
+    w.retarget(&c.servers[1].address());
+    println!(
+        "master-master switchover: {:.1} ms",
+        so.write_unavailable_ms
+    );
+    let n = w.count();
+    wait_until(20, "writes on db-2", || async { w.count() > n + 200 }).await;
+    let st = observe(&c.section).await;
+    assert_eq!(st.primary.as_deref(), Some("db-2"));
+    assert!(st.server("db-1").is_some_and(|s| s.read_only));
+
+    // kill -9 of db-2: db-1 takes over with every acknowledged write (semi-sync).
+    c.servers[1].kill9();
+    let p = keepup_db::promote_after_failure(&c.section, "db-2")
+        .await
+        .expect("promote");
+    assert_eq!(p.new_primary, "db-1");
+    w.retarget(&c.servers[0].address());
+    let n = w.count();
+    wait_until(20, "writes on db-1", || async { w.count() > n + 100 }).await;
+    let (acked, _) = w.finish().await;
+    let present = values(&c.servers[0].address()).await;
+    assert!(
+        missing(&acked, &present).is_empty(),
+        "lost acknowledged writes"
+    );
+
+    // db-2 returns writable and starts replicating again by itself: fenced.
+    c.servers[1].restart().expect("restart");
+    let st = observe(&c.section).await;
+    println!("{}", keepup_db::render(&st));
+    assert_eq!(st.primary.as_deref(), Some("db-1"));
+    assert!(
+        st.server("db-2").is_some_and(|s| s.read_only),
+        "returning master must be read-only"
+    );
+}
