@@ -451,6 +451,12 @@ impl LbSection {
                     f.name, f.pool
                 ));
             }
+            if f.mode == LbMode::Http && f.send_proxy_protocol != ProxyProtocolVersion::None {
+                out.push(format!(
+                    "frontend {:?}: send_proxy_protocol needs mode = \"tcp\" (HTTP backends get the client in X-Forwarded-For and Forwarded)",
+                    f.name
+                ));
+            }
             if f.mode == LbMode::Tcp && !f.tls.is_empty() {
                 out.push(format!(
                     "frontend {:?}: tls needs mode = \"http\" (TCP mode passes TLS through untouched)",
@@ -486,4 +492,63 @@ impl LbSection {
 fn http_token(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> LbSection {
+        toml::from_str(text).unwrap()
+    }
+
+    const OK: &str = r#"
+[[frontend]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "p"
+[[pool]]
+name = "p"
+[[pool.backend]]
+name = "a"
+address = "127.0.0.1:9000"
+"#;
+
+    #[test]
+    fn minimal_section_is_fine_and_defaults_apply() {
+        let s = parse(OK);
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!(s.workers, 1);
+        let f = &s.frontend[0];
+        assert_eq!(f.mode, LbMode::Http);
+        assert_eq!(f.max_header_bytes, 16 * 1024);
+        assert_eq!(s.pool[0].algorithm, LbAlgorithm::RoundRobin);
+        assert_eq!(s.pool[0].backend[0].weight, 100);
+    }
+
+    #[test]
+    fn problems_name_the_offending_value() {
+        let s = parse(
+            &OK.replace("pool = \"p\"", "pool = \"q\"\nsend_proxy_protocol = \"v2\"")
+                .replace("127.0.0.1:9000", "nowhere")
+                .replace("name = \"a\"", "name = \"a\"\nweight = 0"),
+        );
+        let p = s.problems().join("\n");
+        assert!(p.contains("unknown pool \"q\""), "{p}");
+        assert!(p.contains("address \"nowhere\""), "{p}");
+        assert!(p.contains("weight 0"), "{p}");
+        assert!(
+            p.contains("send_proxy_protocol needs mode = \"tcp\""),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(
+            toml::from_str::<LbSection>(&OK.replace("[[pool]]", "[[pool]]\nalgoritm = \"x\""))
+                .is_err()
+        );
+    }
 }
