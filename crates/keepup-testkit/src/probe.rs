@@ -123,3 +123,61 @@ pub async fn watch(
         }
     }
 }
+
+/// A `keepup internal probe` running in a lab host, its JSON lines
+/// collected with the time each arrived (one clock for the caller's
+/// measurements). Killed on drop.
+pub struct ProbeProcess {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, serde_json::Value)>>>,
+}
+
+impl ProbeProcess {
+    /// Starts `keepup_exe internal probe --target TARGET` inside `host`.
+    pub fn spawn(
+        lab: &crate::lab::Lab,
+        host: &str,
+        keepup_exe: &str,
+        target: &str,
+        interval_ms: u64,
+    ) -> anyhow::Result<ProbeProcess> {
+        use std::io::BufRead;
+        let mut cmd = lab.command(host, keepup_exe)?;
+        cmd.args(["internal", "probe", "--target", target, "--interval-ms"])
+            .arg(interval_ms.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("probe has no stdout"))?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Ok(mut g) = sink.lock() {
+                        g.push((Instant::now(), v));
+                    }
+                }
+            }
+        });
+        Ok(ProbeProcess { child, lines })
+    }
+
+    /// Every line so far, with its arrival time.
+    pub fn lines(&self) -> Vec<(Instant, serde_json::Value)> {
+        self.lines.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ProbeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,7 @@
 
 mod lab;
 
-use lab::{can_run, Builder, VIP};
+use lab::{can_run, Builder, Cluster, VIP};
 use std::time::Duration;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -32,13 +32,7 @@ fn kill9_of_the_owner_moves_the_vip_and_the_client_recovers() {
         line["gap_ms"]
     );
     let st = c.status("b");
-    let a = st["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "a")
-        .unwrap()
-        .clone();
+    let a = Cluster::node_in(&st, "a");
     assert_eq!(a["alive"], false);
     assert!(st["events"]
         .as_array()
@@ -187,13 +181,7 @@ fn losing_one_of_two_links_is_not_a_failover() {
     std::thread::sleep(SECS(1));
     assert_eq!(c.vip_holders(), ["a"]);
     let st = c.status("b");
-    let a = st["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "a")
-        .unwrap()
-        .clone();
+    let a = Cluster::node_in(&st, "a");
     assert_eq!(a["alive"], true);
     assert_eq!(a["links"], serde_json::json!([true, false]));
 }
@@ -270,13 +258,7 @@ fn rogue_packets_are_dropped_and_counted_and_change_nothing() {
     assert_eq!(drops["replayed"], 20);
     assert_eq!(drops["bad_magic"], 20);
     assert_eq!(drops["truncated"], 20);
-    let b = st["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "b")
-        .unwrap()
-        .clone();
+    let b = Cluster::node_in(&st, "b");
     assert_eq!(b["priority"], 100, "the forged priority was never believed");
     let metrics = c
         .lab
@@ -317,13 +299,7 @@ fn standby_moves_groups_off_and_is_refused_for_the_last_healthy_node() {
     assert!(err.contains("no other healthy node"), "{err}");
     assert_eq!(c.live_vip_holders(), ["b"]);
     let st = c.status("b");
-    let a = st["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "a")
-        .unwrap()
-        .clone();
+    let a = Cluster::node_in(&st, "a");
     assert_eq!(a["standby"], true);
     c.lab
         .run("a", lab::keepup(), &["-c", &cfg, "--node", "a", "online"])
@@ -332,13 +308,7 @@ fn standby_moves_groups_off_and_is_refused_for_the_last_healthy_node() {
     // Failback is off: b keeps the group, a is simply eligible again.
     assert_eq!(c.live_vip_holders(), ["b"]);
     let st = c.status("b");
-    let a = st["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "a")
-        .unwrap()
-        .clone();
+    let a = Cluster::node_in(&st, "a");
     assert_eq!(a["standby"], false);
 }
 

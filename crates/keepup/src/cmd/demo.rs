@@ -11,11 +11,9 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use keepup_testkit::lab::Lab;
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Arguments of `keepup demo`.
@@ -57,8 +55,7 @@ struct Site {
     config: PathBuf,
     agents: Vec<(String, Child)>,
     webs: Vec<(String, usize)>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    probe: Option<Child>,
+    probe: Option<keepup_testkit::probe::ProbeProcess>,
     t0: Instant,
 }
 
@@ -141,7 +138,6 @@ impl Site {
             config,
             agents: Vec::new(),
             webs: Vec::new(),
-            seen: Arc::new(Mutex::new(Vec::new())),
             probe: None,
             t0,
         };
@@ -208,45 +204,30 @@ impl Site {
     }
 
     fn start_probe(&mut self) -> anyhow::Result<()> {
-        let mut probe = self.lab.command("client", &self.exe)?;
-        probe
-            .args([
-                "internal",
-                "probe",
-                "--target",
-                &format!("{VIP}:80"),
-                "--interval-ms",
-                "10",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = probe.spawn()?;
-        let stdout = child.stdout.take().context("probe has no stdout")?;
-        let seen = self.seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let s = Seen {
-                        at: Instant::now(),
-                        ok: v["ok"] == true,
-                        detail: v["detail"].as_str().unwrap_or("").to_string(),
-                        gap_ms: v["gap_ms"].as_u64(),
-                    };
-                    if let Ok(mut g) = seen.lock() {
-                        g.push(s);
-                    }
-                }
-            }
-        });
-        self.probe = Some(child);
+        self.probe = Some(keepup_testkit::probe::ProbeProcess::spawn(
+            &self.lab,
+            "client",
+            &self.exe,
+            &format!("{VIP}:80"),
+            10,
+        )?);
         Ok(())
     }
 
     fn seen_since(&self, t: Instant) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .map(|g| g.iter().filter(|s| s.at >= t).cloned().collect())
-            .unwrap_or_default()
+        let Some(p) = &self.probe else {
+            return Vec::new();
+        };
+        p.lines()
+            .into_iter()
+            .filter(|(at, _)| *at >= t)
+            .map(|(at, v)| Seen {
+                at,
+                ok: v["ok"] == true,
+                detail: v["detail"].as_str().unwrap_or("").to_string(),
+                gap_ms: v["gap_ms"].as_u64(),
+            })
+            .collect()
     }
 
     /// A power failure: every process of the node killed, its link down.
@@ -356,10 +337,7 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        if let Some(mut p) = self.probe.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        self.probe = None;
         for (_, c) in &mut self.agents {
             let _ = c.kill();
             let _ = c.wait();

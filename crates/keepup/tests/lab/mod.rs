@@ -8,10 +8,8 @@ use keepup_testkit::lab::Lab;
 use keepup_testkit::require;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "10.77.0.100";
@@ -32,7 +30,7 @@ pub struct Cluster {
     pub config: PathBuf,
     agents: HashMap<String, Child>,
     names: Vec<String>,
-    probe: Option<(Child, Arc<Mutex<Vec<Value>>>)>,
+    probe: Option<keepup_testkit::probe::ProbeProcess>,
 }
 
 pub struct Builder {
@@ -213,6 +211,17 @@ impl Cluster {
         }
     }
 
+    /// Node `name`'s entry in a status document's node list.
+    pub fn node_in(status: &Value, name: &str) -> Value {
+        status["cluster"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name} in status"))
+    }
+
     /// Waits until node `name` reports that it owns group `site`.
     pub fn wait_acquired(&self, name: &str, max: Duration) {
         let t0 = Instant::now();
@@ -281,36 +290,23 @@ impl Cluster {
 
     /// Starts a client requesting http://VIP/ every 10 ms from the client namespace.
     pub fn start_probe(&mut self) {
-        let mut cmd = self.lab.command("client", keepup()).unwrap();
-        cmd.args([
-            "internal",
-            "probe",
-            "--target",
-            &format!("{VIP}:80"),
-            "--interval-ms",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        self.probe = Some((child, lines));
+        self.probe = Some(
+            keepup_testkit::probe::ProbeProcess::spawn(
+                &self.lab,
+                "client",
+                keepup(),
+                &format!("{VIP}:80"),
+                10,
+            )
+            .unwrap(),
+        );
     }
 
     /// Everything the probe reported so far.
     pub fn probe_lines(&self) -> Vec<Value> {
         self.probe
             .as_ref()
-            .map(|(_, l)| l.lock().unwrap().clone())
+            .map(|p| p.lines().into_iter().map(|(_, v)| v).collect())
             .unwrap_or_default()
     }
 
@@ -342,10 +338,7 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some((mut c, _)) = self.probe.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.probe = None;
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
