@@ -247,6 +247,12 @@ pub(crate) fn validate(
         }
     }
 
+    if let Some(lb) = &f.lb {
+        for p in lb.problems() {
+            c.nowhere(format!("[lb] {p}"));
+        }
+    }
+
     if let HostChecks::Full = checks {
         c.secret_file(&f.cluster.key_file, "key file", 16);
         if let Some(tok) = &f.api.token_file {

@@ -403,3 +403,106 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// The load balancer inside the agent: traffic through the floating IP,
+// `keepup lb drain` through the API, its status and metrics, and a reload
+// on SIGHUP.
+#[test]
+fn load_balancer_runs_in_the_agent_with_drain_status_metrics_and_sighup_reload() {
+    if !can_run("load_balancer_runs_in_the_agent_with_drain_status_metrics_and_sighup_reload") {
+        return;
+    }
+    let lb = |weight_b: u32| {
+        format!(
+            "[lb]\n[[lb.frontend]]\nname = \"www\"\nbind = \"{VIP}:8000\"\npool = \"web\"\n\n\
+             [[lb.pool]]\nname = \"web\"\n[lb.pool.health]\ntype = \"http\"\npath = \"/\"\ninterval_ms = 200\n\n\
+             [[lb.pool.backend]]\nname = \"a\"\naddress = \"10.77.0.1:80\"\n\n\
+             [[lb.pool.backend]]\nname = \"b\"\naddress = \"10.77.0.2:80\"\nweight = {weight_b}\n"
+        )
+    };
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .extra(&lb(100))
+        .build("lbagent");
+    c.start_all();
+    c.wait_acquired("a", SECS(10));
+    let cfg = c.config.to_str().unwrap().to_string();
+    let get = |c: &lab::Cluster| {
+        c.lab.run(
+            "client",
+            "curl",
+            &["-s", "-m", "2", &format!("http://{VIP}:8000/")],
+        )
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(get(&c).unwrap().trim().to_string());
+    }
+    assert_eq!(seen.len(), 2, "both backends serve: {seen:?}");
+
+    let out = c
+        .lab
+        .run(
+            "a",
+            lab::keepup(),
+            &["-c", &cfg, "--node", "a", "lb", "drain", "web/b"],
+        )
+        .unwrap();
+    assert!(out.contains("drain"), "{out}");
+    for _ in 0..10 {
+        assert_eq!(
+            get(&c).unwrap().trim(),
+            "a",
+            "a drained backend gets no new requests"
+        );
+    }
+    let st = c.status("a");
+    let backends = st["lb"]["pools"][0]["backends"].as_array().unwrap().clone();
+    let b = backends.iter().find(|x| x["name"] == "b").unwrap();
+    assert_eq!(b["admin_state"], "drain");
+    let metrics = c
+        .lab
+        .run("a", "curl", &["-s", "http://127.0.0.1:7947/metrics"])
+        .unwrap();
+    assert!(metrics.contains("keepup_lb_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("keepup_node_up{node=\"b\"} 1"),
+        "{metrics}"
+    );
+    let err = c
+        .lab
+        .run(
+            "a",
+            lab::keepup(),
+            &["-c", &cfg, "--node", "a", "lb", "drain", "web/nope"],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+
+    // SIGHUP: change b's weight in the file; the running LB picks it up.
+    let text = std::fs::read_to_string(&c.config)
+        .unwrap()
+        .replace(&lb(100), &lb(7));
+    std::fs::write(&c.config, text).unwrap();
+    c.signal("a", "-HUP");
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = c.status("a");
+        let w = st["lb"]["pools"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "b")
+            .unwrap()["weight"]
+            .clone();
+        if w == 7 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < SECS(5),
+            "reload not applied: weight {w}\n{}",
+            c.log("a")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

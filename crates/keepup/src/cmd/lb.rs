@@ -5,18 +5,15 @@
 //! * `keepup lb reload` → `POST /v1/lb/reload` (the agent re-reads keepup.toml)
 //!
 //! The agent's address is `[api] listen`; with `[api] token_file` set, the
-//! token is sent as `Authorization: Bearer ...`. The request is one small
-//! HTTP/1.1 exchange on a loopback-or-configured socket, so this module uses
-//! std's `TcpStream` and needs no HTTP client crate.
+//! token is sent as `Authorization: Bearer ...` (through the same HTTP
+//! client as the other control commands).
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use keepup_config::{Config, HostChecks};
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Arguments of `keepup lb`.
 #[derive(Debug, Args)]
@@ -55,28 +52,16 @@ pub fn run(config: &Path, args: LbArgs) -> anyhow::Result<ExitCode> {
         LbAction::Maintenance(b) => backend_path(&cfg, &b.backend, "maintenance")?,
         LbAction::Reload => ("/v1/lb/reload".to_string(), "reload".to_string()),
     };
-    let token = match &cfg.file.api.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f.get_ref())
-                .with_context(|| format!("reading API token {}", f.get_ref().display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let (code, body) = post(&cfg.file.api.listen, &path, token.as_deref())?;
-    if (200..300).contains(&code) {
-        println!(
-            "{what}: ok{}",
-            if body.trim().is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", body.trim())
-            }
-        );
+    let api = dial_addr(&cfg.file.api.listen)?.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (ok, message) = rt.block_on(super::control::post(&cfg, &api, &path, None))?;
+    if ok {
+        println!("{what}: ok ({message})");
         Ok(ExitCode::SUCCESS)
     } else {
-        bail!("{what}: the agent answered {code}: {}", body.trim())
+        bail!("{what}: refused by the agent: {message}")
     }
 }
 
@@ -216,37 +201,6 @@ fn dial_addr(listen: &str) -> anyhow::Result<SocketAddr> {
         });
     }
     Ok(addr)
-}
-
-/// One `POST path` with an empty body; returns the status code and body.
-fn post(listen: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
-    let addr = dial_addr(listen)?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach the agent at {addr} (is `keepup run` running?)"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\nUser-Agent: keepup-cli\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading the agent's answer from {addr}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let code = text
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .with_context(|| format!("the agent at {addr} sent no HTTP status line"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 #[cfg(test)]

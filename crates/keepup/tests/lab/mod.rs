@@ -156,6 +156,14 @@ impl Cluster {
         }
     }
 
+    /// Sends a signal (`-HUP`, ...) to a running agent.
+    pub fn signal(&self, name: &str, sig: &str) {
+        let c = self.agents.get(name).expect("agent running");
+        let _ = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM, then wait for the agent to exit.
     pub fn term(&mut self, name: &str) -> std::process::ExitStatus {
         let mut c = self.agents.remove(name).expect("agent running");
