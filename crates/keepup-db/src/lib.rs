@@ -33,10 +33,39 @@
 //! `SET sql_log_bin = 0` (else GTID strict mode breaks on errant GTIDs), and
 //! application accounts must not have SUPER. Semi-sync is acknowledged by
 //! any one replica, hence promoting the most advanced one.
+//!
+//! # What each server's my.cnf should hold
+//!
+//! ```text
+//! server_id          = N          # unique, non-zero
+//! log_bin            = mysql-bin
+//! binlog_format      = ROW
+//! log_slave_updates  = ON         # a promoted replica must serve the others
+//! gtid_strict_mode   = ON
+//! gtid_domain_id     = N          # master-master: one per writable master
+//! read_only          = ON         # on every server: keepup opens the primary
+//! skip_slave_start   = ON         # a returning server must not resume by itself
+//! ```
+//!
+//! `setup` checks the first five and refuses without them; it sets
+//! `read_only`, semi-sync and master-master settings at runtime and lists in
+//! [`SetupReport::persist`] what to copy into my.cnf.
+//!
+//! # Wiring into the agent
+//!
+//! - Poll [`observe`] (every second or so; each call is bounded by
+//!   `connect_timeout_ms`) and serve the [`DbStatus`] (it is `Serialize`)
+//!   and [`prometheus`] text.
+//! - Keep the `[database.writer] group` on [`DbStatus::primary_node`].
+//! - When the cluster agrees the primary's node is dead, call
+//!   [`promote_after_failure`] once (from one node: the one holding the
+//!   writer group), then move the writer group to the new primary's node.
+//! - Never call it while the old primary answers: it refuses if the old
+//!   primary is reachable and writable.
 
 #![forbid(unsafe_code)]
 
-pub mod checksum;
+mod checksum;
 pub mod conn;
 mod error;
 mod failover;
