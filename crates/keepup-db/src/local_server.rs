@@ -49,6 +49,14 @@ pub struct LocalServerOptions {
     pub extra_args: Vec<String>,
     /// Parent of the server's directory (default: the system temp dir).
     pub base_dir: Option<PathBuf>,
+    /// Run inside this network namespace (`ip netns exec`), as a lab host would.
+    pub netns: Option<String>,
+    /// Address to listen on (and to report to replicas).
+    pub bind_address: String,
+    /// Host part of the admin account (`10.77.0.%` lets the other lab hosts' agents in).
+    pub admin_host: String,
+    /// Listen on every address (a writer VIP that moves onto the host), not only `bind_address`.
+    pub listen_all: bool,
 }
 
 impl LocalServerOptions {
@@ -66,6 +74,10 @@ impl LocalServerOptions {
             skip_name_resolve: true,
             extra_args: Vec::new(),
             base_dir: None,
+            netns: None,
+            bind_address: "127.0.0.1".into(),
+            admin_host: "127.0.0.1".into(),
+            listen_all: false,
         }
     }
 }
@@ -175,8 +187,9 @@ impl LocalServer {
             dir.join("init.sql"),
             format!(
                 "SET sql_log_bin=0;\n\
-                 CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'127.0.0.1' IDENTIFIED BY '{ADMIN_PASSWORD}';\n\
-                 GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'127.0.0.1' WITH GRANT OPTION;\n"
+                 CREATE USER IF NOT EXISTS '{ADMIN_USER}'@'{host}' IDENTIFIED BY '{ADMIN_PASSWORD}';\n\
+                 GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}' WITH GRANT OPTION;\n",
+                host = opts.admin_host.replace(['\'', '\\'], "")
             ),
         )
         .map_err(|e| err(format!("cannot write init.sql: {e}")))?;
@@ -200,11 +213,25 @@ impl LocalServer {
             .ok_or_else(|| err("mariadbd not found (apt-get install mariadb-server)".into()))?;
         let d = &self.dir;
         let o = &self.opts;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match &o.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--port={}", self.port))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--bind-address={}",
+                if o.listen_all {
+                    "0.0.0.0"
+                } else {
+                    o.bind_address.as_str()
+                }
+            ))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
@@ -223,7 +250,7 @@ impl LocalServer {
                 u8::from(o.log_slave_updates)
             ))
             .arg(format!("--read-only={}", u8::from(o.read_only)))
-            .arg("--report-host=127.0.0.1")
+            .arg(format!("--report-host={}", o.bind_address))
             .arg(format!("--report-port={}", self.port))
             .arg("--relay-log=relay-bin")
             .args([
@@ -302,7 +329,7 @@ impl LocalServer {
     }
     /// `127.0.0.1:port`.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.opts.bind_address, self.port)
     }
     /// Its directory (data directory, socket, logs).
     pub fn dir(&self) -> &Path {

@@ -298,15 +298,39 @@ impl DbPrimary {
                 }
             }
             None => {
-                let dead = st
+                // Nobody is writable. The server the replicas follow is the
+                // primary that a stop (or this agent's boot clean-up) made
+                // read-only: if it is ours, open it again; if it is alive
+                // elsewhere, its node should hold the group; if it is dead,
+                // promote.
+                let source = st
                     .servers
                     .iter()
-                    .find(|s| !s.up && s.name != self.server)
-                    .map(|s| s.name.clone());
-                match dead {
-                    Some(d) => self.promote(&d).await,
+                    .filter_map(|s| s.replication.as_ref().and_then(|r| r.source_server.clone()))
+                    .find(|src| {
+                        src != &self.server || st.servers.iter().any(|s| s.name != self.server)
+                    })
+                    .or_else(|| {
+                        // Nobody replicates (yet): a lone server is its own primary.
+                        (st.servers.len() == 1).then(|| self.server.clone())
+                    });
+                match source {
+                    Some(p) if p == self.server => {
+                        self.set_read_only(false).await.map_err(|e| self.err("start", e.to_string()))?;
+                        tracing::info!("db: {} (the demoted primary) is writable again", self.server);
+                        Ok(())
+                    }
+                    Some(p) if st.server(&p).is_some_and(|s| s.up) => Err(self.err(
+                        "start",
+                        format!("{p} is the primary (read-only for now); its node should hold this group"),
+                    )),
+                    Some(p) => self.promote(&p).await,
                     None => {
-                        Err(self.err("start", "no primary is known: run `keepup db setup` first"))
+                        let dead = st.servers.iter().find(|s| !s.up && s.name != self.server).map(|s| s.name.clone());
+                        match dead {
+                            Some(d) => self.promote(&d).await,
+                            None => Err(self.err("start", "no primary is known: run `keepup db setup` first")),
+                        }
                     }
                 }
             }

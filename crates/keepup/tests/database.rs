@@ -1,0 +1,138 @@
+//! The database primary role as a cluster resource, for real: `mariadbd`
+//! runs inside two lab namespaces (nodes a and b), `keepup db setup` builds
+//! semi-sync replication, and the agents hold a group of `db-primary` plus
+//! the writer VIP. A power failure of the primary's node must promote the
+//! other server and move the writer VIP, with no acknowledged row lost.
+
+#![allow(clippy::unwrap_used)]
+
+mod lab;
+
+use keepup_db::local_server::{self, LocalServer, LocalServerOptions};
+use lab::{can_run, Builder};
+use std::time::{Duration, Instant};
+
+const WRITER: &str = "10.77.0.101";
+
+fn server(name: &str, ns: &str, ip: &str, id: u32) -> LocalServer {
+    let mut o = LocalServerOptions::new(id);
+    o.netns = Some(ns.to_string());
+    o.bind_address = ip.to_string();
+    o.admin_host = "10.77.0.%".into();
+    o.listen_all = true;
+    LocalServer::start(name, 3306, o).unwrap()
+}
+
+/// Runs SQL through the writer VIP from the client namespace.
+fn sql(c: &lab::Cluster, host: &str, q: &str) -> anyhow::Result<String> {
+    c.lab.run(
+        "client",
+        "mariadb",
+        &[
+            "-h",
+            host,
+            "-P",
+            "3306",
+            "-u",
+            local_server::ADMIN_USER,
+            &format!("-p{}", local_server::ADMIN_PASSWORD),
+            "--connect-timeout=1",
+            "-N",
+            "-B",
+            "-e",
+            q,
+        ],
+    )
+}
+
+// Database issue: "Failover: when the primary is dead — as agreed by the
+// cluster agents, not one failed probe — promote the most advanced replica
+// ... move the writer endpoint. ... With semi-sync on, no acknowledged write
+// is ever lost." Cluster issue: "the primary role is a resource that moves
+// like the floating IP".
+#[test]
+fn primary_role_and_writer_vip_follow_a_node_power_failure() {
+    let test = "primary_role_and_writer_vip_follow_a_node_power_failure";
+    if !can_run(test)
+        || !keepup_testkit::require::available(
+            test,
+            "mariadbd (Debian package mariadb-server)",
+            local_server::available(),
+        )
+        || !keepup_testkit::require::has_program(test, "mariadb")
+    {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("keepup-dbfiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = dir.join("admin.cnf");
+    local_server::write_credentials_file(&creds).unwrap();
+    let database = format!(
+        "[database]\ntopology = \"master-slave\"\npreferred_primary = \"db-a\"\nsemi_sync = true\n\
+         admin_credentials_file = \"{}\"\nreplication_password_file = \"{}\"\nconnect_timeout_ms = 500\n\n\
+         [[database.server]]\nname = \"db-a\"\naddress = \"10.77.0.1:3306\"\nnode = \"a\"\n\n\
+         [[database.server]]\nname = \"db-b\"\naddress = \"10.77.0.2:3306\"\nnode = \"b\"\n",
+        creds.display(),
+        dir.join("repl.password").display()
+    );
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .resource(&format!(
+            "type = \"db-primary\"\nmonitor_interval_ms = 300\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{WRITER}/24\"\ninterface = \"eth0\"\n"
+        ))
+        .extra(&database)
+        .build("dbe2e");
+    let ns_a = c.lab.host("a").unwrap().ns.clone();
+    let ns_b = c.lab.host("b").unwrap().ns.clone();
+    let mut db_a = server("db-a", &ns_a, "10.77.0.1", 1);
+    let _db_b = server("db-b", &ns_b, "10.77.0.2", 2);
+    let cfg = c.config.to_str().unwrap().to_string();
+    let setup = c.lab.run("a", lab::keepup(), &["-c", &cfg, "db", "setup"]);
+    assert!(setup.is_ok(), "keepup db setup: {setup:?}");
+
+    c.start_all();
+    c.wait_acquired("a", Duration::from_secs(20));
+    sql(&c, WRITER, "CREATE DATABASE IF NOT EXISTS app; CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)").unwrap();
+    let mut acked = 0;
+    for i in 0..20 {
+        if sql(&c, WRITER, &format!("INSERT INTO app.t (v) VALUES ({i})")).is_ok() {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 20);
+
+    // Power failure of a: its mariadbd and agent die with it, its link goes down.
+    let t0 = Instant::now();
+    c.lab.set_link("a", 0, false).unwrap();
+    c.kill9("a");
+    db_a.kill9();
+    c.wait_acquired("b", Duration::from_secs(20));
+    let took = t0.elapsed();
+    let mut first_write = None;
+    while t0.elapsed() < Duration::from_secs(20) {
+        if sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
+            first_write = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_write = first_write
+        .unwrap_or_else(|| panic!("no write accepted through the writer VIP\n{}", c.all_logs()));
+    eprintln!("db failover: group on b after {took:?}; first write through {WRITER} after {first_write:?}");
+    if std::env::var_os("KEEPUP_SHOW_LOGS").is_some() {
+        eprintln!("{}", c.log("b"));
+    }
+    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    assert_eq!(
+        rows.trim(),
+        "20",
+        "every acknowledged row survived the failover"
+    );
+    let ro = sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap();
+    assert_eq!(ro.trim(), "0", "db-b is the writable primary");
+    assert!(
+        c.log("b").contains("promoted after db-a died"),
+        "{}",
+        c.log("b")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
