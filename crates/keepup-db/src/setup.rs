@@ -227,14 +227,23 @@ pub(crate) async fn point_at(
 /// Waits until `db` has applied `pos` (MASTER_GTID_WAIT).
 pub(crate) async fn gtid_wait(db: &mut Db, pos: &str, timeout_ms: u64) -> Result<(), DbError> {
     // MASTER_GTID_WAIT watches @@gtid_slave_pos, which never contains the
-    // server's own transactions (master-master: its own domain), so wait only
-    // for what its binlog does not hold yet.
+    // server's own transactions (master-master: its own domain), so those are
+    // taken from its binlog instead. Only its own: the binlog position of a
+    // replicated transaction moves before the transaction is visible.
+    let own: u32 = db.global("server_id").await?.parse().unwrap_or(0);
     let have = GtidPos::parse(&db.global("gtid_binlog_pos").await?).unwrap_or_default();
     let want = GtidPos::parse(pos).unwrap_or_default();
     let need = GtidPos(
-        want.missing_from(&have)
-            .into_iter()
-            .map(|g| (g.domain, g))
+        want.0
+            .values()
+            .filter(|g| {
+                !(g.server_id == own
+                    && have
+                        .0
+                        .get(&g.domain)
+                        .is_some_and(|h| h.server_id == own && h.seq >= g.seq))
+            })
+            .map(|g| (g.domain, *g))
             .collect(),
     );
     if need.is_empty() {

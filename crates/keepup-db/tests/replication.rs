@@ -574,7 +574,15 @@ async fn master_master_switchover_and_failover_body() {
     c.section.topology = keepup_config::DbTopology::MasterMaster;
     c.section.semi_sync = true;
     app_schema(&c.servers[0].address()).await;
-    let r = setup(&c.section).await.expect("setup");
+    let r = match setup(&c.section).await {
+        Ok(r) => r,
+        Err(e) => {
+            for s in &c.servers {
+                println!("--- {} log:\n{}", s.name(), s.log_tail(25));
+            }
+            panic!("setup: {e}");
+        }
+    };
     println!("{r:#?}");
     assert!(
         !r.changes.iter().any(|c| c.contains("gtid_domain_id")),
@@ -605,6 +613,14 @@ async fn master_master_switchover_and_failover_body() {
     assert!(st.server("db-1").is_some_and(|s| s.read_only));
 
     // kill -9 of db-2: db-1 takes over with every acknowledged write (semi-sync).
+    let st = observe(&c.section).await;
+    println!("{}", keepup_db::render(&st));
+    let p2 = st.server("db-2").expect("db-2");
+    assert!(
+        p2.semi_sync.master_active && p2.semi_sync.master_clients == 1,
+        "semi-sync on db-2 before the kill: {:?}",
+        p2.semi_sync
+    );
     c.servers[1].kill9();
     let p = keepup_db::promote_after_failure(&c.section, "db-2")
         .await
