@@ -34,6 +34,11 @@ impl Runner {
     ) -> anyhow::Result<Runner> {
         let mut groups = HashMap::new();
         for g in &config.file.group {
+            // Only groups this node may hold: a db-primary on a load-balancer
+            // node, say, has nothing to build here and is never started here.
+            if !g.nodes.is_empty() && !g.nodes.iter().any(|n| n.get_ref() == me) {
+                continue;
+            }
             let ctx = Context {
                 cluster: config.file.cluster.name.get_ref().clone(),
                 node: me.to_string(),

@@ -37,6 +37,10 @@ pub struct LbSection {
     /// `SO_REUSEPORT` listener per frontend (the kernel spreads connections).
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Nodes that run the load balancer (all when empty), e.g. only the
+    /// nodes that can hold the floating IP in a cluster with database nodes.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Listeners: where clients connect.
     #[serde(default)]
     pub frontend: Vec<LbFrontend>,
@@ -49,6 +53,7 @@ impl Default for LbSection {
     fn default() -> Self {
         LbSection {
             workers: default_workers(),
+            nodes: Vec::new(),
             frontend: Vec::new(),
             pool: Vec::new(),
         }

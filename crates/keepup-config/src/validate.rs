@@ -248,6 +248,11 @@ pub(crate) fn validate(
     }
 
     if let Some(lb) = &f.lb {
+        for n in &lb.nodes {
+            if !names.contains(n) {
+                c.nowhere(format!("[lb] nodes names unknown node {n:?}"));
+            }
+        }
         for p in lb.problems() {
             c.nowhere(format!("[lb] {p}"));
         }

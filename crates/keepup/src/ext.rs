@@ -303,17 +303,18 @@ impl DbPrimary {
                 // read-only: if it is ours, open it again; if it is alive
                 // elsewhere, its node should hold the group; if it is dead,
                 // promote.
-                let source = st
+                let sources: Vec<String> = st
                     .servers
                     .iter()
                     .filter_map(|s| s.replication.as_ref().and_then(|r| r.source_server.clone()))
-                    .find(|src| {
-                        src != &self.server || st.servers.iter().any(|s| s.name != self.server)
-                    })
-                    .or_else(|| {
-                        // Nobody replicates (yet): a lone server is its own primary.
-                        (st.servers.len() == 1).then(|| self.server.clone())
-                    });
+                    .collect();
+                // In master-master both servers are sources: this one reopens
+                // itself (the other's last writes still replicate to it).
+                let source = if sources.iter().any(|x| x == &self.server) || st.servers.len() == 1 {
+                    Some(self.server.clone())
+                } else {
+                    sources.into_iter().next()
+                };
                 match source {
                     Some(p) if p == self.server => {
                         self.set_read_only(false).await.map_err(|e| self.err("start", e.to_string()))?;
@@ -355,7 +356,39 @@ impl DbPrimary {
                 ),
             ));
         }
+        if self.section.semi_sync {
+            // With no replica left to acknowledge (master-master keeps
+            // semi-sync on both sides), every commit would wait for
+            // rpl_semi_sync_master_timeout. Take writes now and say they are
+            // at risk until a replica returns.
+            match self.semi_sync_off_if_alone(r.repointed.is_empty()).await {
+                Ok(false) => {}
+                Ok(true) => tracing::warn!(
+                    "db: {} has no replica left: semi-sync is off, acknowledged writes are at risk until a replica returns (`keepup db setup` turns it back on)",
+                    self.server
+                ),
+                Err(e) => tracing::warn!("db: could not check semi-sync on {}: {e}", self.server),
+            }
+        }
         Ok(())
+    }
+
+    /// `no_survivor`: the promotion repointed no replica. The dead node's
+    /// half-open connection (no TCP reset after a power failure) may still
+    /// count as a semi-sync client, so the client count alone cannot tell.
+    async fn semi_sync_off_if_alone(&self, no_survivor: bool) -> Result<bool, keepup_db::DbError> {
+        let mut db = self.local().await?;
+        let clients = db.status_var("Rpl_semi_sync_master_clients").await?;
+        let alone = no_survivor || clients.as_deref().unwrap_or("0") == "0";
+        if alone {
+            db.exec(
+                "semi-sync off",
+                "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            )
+            .await?;
+        }
+        db.close().await;
+        Ok(alone)
     }
 }
 

@@ -6,6 +6,8 @@
 //!  client ──> 10.77.0.100 ──> [lb-1] [lb-2]      keepup agents + load balancer
 //!                               │
 //!                 [web-1] [web-2] [web-3]        small web servers answering their name
+//!                               │ writer IP 10.77.0.101
+//!                     [db-1] <──> [db-2]         MariaDB master-master, keepup agents
 //! ```
 
 use anyhow::{bail, Context};
@@ -38,6 +40,8 @@ pub struct DemoArgs {
 const VIP: &str = "10.77.0.100";
 const LBS: [(&str, u8, u32); 2] = [("lb-1", 1, 200), ("lb-2", 2, 100)];
 const WEBS: [(&str, u8); 3] = [("web-1", 11), ("web-2", 12), ("web-3", 13)];
+const DBS: [(&str, u8, u32); 2] = [("db-1", 21, 200), ("db-2", 22, 100)];
+const WRITER: &str = "10.77.0.101";
 
 /// One line of the client probe, stamped when it arrived.
 #[derive(Clone)]
@@ -56,6 +60,7 @@ struct Site {
     agents: Vec<(String, Child)>,
     webs: Vec<(String, usize)>,
     probe: Option<keepup_testkit::probe::ProbeProcess>,
+    dbs: Vec<keepup_db::local_server::LocalServer>,
     t0: Instant,
 }
 
@@ -65,23 +70,41 @@ fn say(t0: Instant, msg: &str) {
     let _ = out.flush();
 }
 
-fn site_config(key: &std::path::Path, token: &std::path::Path) -> String {
+fn site_config(
+    key: &std::path::Path,
+    token: &std::path::Path,
+    db: Option<&std::path::Path>,
+) -> String {
     let mut t = format!(
         "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n\
          [api]\nlisten = \"0.0.0.0:7947\"\ntoken_file = \"{}\"\n\n",
         key.display(),
         token.display()
     );
-    for (name, idx, prio) in LBS {
+    let db_nodes: &[(&str, u8, u32)] = if db.is_some() { &DBS } else { &[] };
+    for (name, idx, prio) in LBS.iter().chain(db_nodes) {
         t.push_str(&format!(
             "[[node]]\nname = \"{name}\"\naddresses = [\"10.77.0.{idx}\"]\npriority = {prio}\n\n"
         ));
     }
     t.push_str(&format!(
-        "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n\n"
+        "[[group]]\nname = \"site\"\nnodes = [\"lb-1\", \"lb-2\"]\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n\n"
     ));
+    if let Some(dir) = db {
+        t.push_str(&format!(
+            "[[group]]\nname = \"db\"\nnodes = [\"db-1\", \"db-2\"]\n\n\
+             [[group.resource]]\ntype = \"db-primary\"\nmonitor_interval_ms = 300\n\n\
+             [[group.resource]]\ntype = \"vip\"\naddress = \"{WRITER}/24\"\ninterface = \"eth0\"\n\n\
+             [database]\ntopology = \"master-master\"\npreferred_primary = \"db-1\"\nsemi_sync = true\n\
+             admin_credentials_file = \"{}\"\nreplication_password_file = \"{}\"\nconnect_timeout_ms = 500\n\n\
+             [[database.server]]\nname = \"db-1\"\naddress = \"10.77.0.21:3306\"\n\n\
+             [[database.server]]\nname = \"db-2\"\naddress = \"10.77.0.22:3306\"\n\n",
+            dir.join("db-admin.cnf").display(),
+            dir.join("db-replication.password").display()
+        ));
+    }
     t.push_str(&format!(
-        "[lb]\nworkers = 1\n\n[[lb.frontend]]\nname = \"www\"\nbind = \"{VIP}:80\"\npool = \"web\"\nconnect_timeout_ms = 200\nretries = 2\n\n\
+        "[lb]\nworkers = 1\nnodes = [\"lb-1\", \"lb-2\"]\n\n[[lb.frontend]]\nname = \"www\"\nbind = \"{VIP}:80\"\npool = \"web\"\nconnect_timeout_ms = 200\nretries = 2\n\n\
          [[lb.pool]]\nname = \"web\"\nalgorithm = \"round-robin\"\npassive_fall = 2\nslow_start_ms = 0\n\n\
          [lb.pool.health]\ntype = \"http\"\npath = \"/\"\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 2\n\n"
     ));
@@ -109,8 +132,18 @@ impl Site {
         let token: String = demo_key().iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&token_file, &token)?;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+        let with_db = keepup_db::local_server::available()
+            && keepup_testkit::require::program("mariadb").is_some();
+        if with_db {
+            keepup_db::local_server::write_credentials_file(&dir.join("db-admin.cnf"))?;
+        } else {
+            say(t0, "MariaDB is not installed (apt-get install mariadb-server mariadb-client): the demo runs without the database part");
+        }
         let config = dir.join("keepup.toml");
-        std::fs::write(&config, site_config(&key, &token_file))?;
+        std::fs::write(
+            &config,
+            site_config(&key, &token_file, with_db.then_some(dir.as_path())),
+        )?;
 
         let mut lab = Lab::new(1)?;
         for (name, idx, _) in LBS {
@@ -118,6 +151,11 @@ impl Site {
         }
         for (name, idx) in WEBS {
             lab.add_host(name, idx)?;
+        }
+        if with_db {
+            for (name, idx, _) in DBS {
+                lab.add_host(name, idx)?;
+            }
         }
         lab.add_host("client", 200)?;
         // This machine joins the lab as 10.77.0.254 so a browser here can open the dashboard.
@@ -139,12 +177,17 @@ impl Site {
             agents: Vec::new(),
             webs: Vec::new(),
             probe: None,
+            dbs: Vec::new(),
             t0,
         };
+        if with_db {
+            site.start_databases()?;
+        }
         for (name, _) in WEBS {
             site.start_web(name)?;
         }
-        for (name, _, _) in LBS {
+        let db_nodes: &[(&str, u8, u32)] = if with_db { &DBS } else { &[] };
+        for (name, _, _) in LBS.iter().chain(db_nodes) {
             site.start_agent(name)?;
         }
         site.wait_owner("lb-1", Duration::from_secs(10))?;
@@ -157,6 +200,47 @@ impl Site {
         }
         site.start_probe()?;
         Ok(site)
+    }
+
+    /// Two mariadbd, one in each database node's namespace, joined into a
+    /// semi-sync master-master pair by `keepup db setup`.
+    fn start_databases(&mut self) -> anyhow::Result<()> {
+        for (i, (name, idx, _)) in DBS.iter().enumerate() {
+            let mut o = keepup_db::local_server::LocalServerOptions::new(i as u32 + 1);
+            o.netns = Some(self.lab.host(name)?.ns.clone());
+            o.bind_address = format!("10.77.0.{idx}");
+            o.admin_host = "10.77.0.%".into();
+            o.listen_all = true;
+            o.base_dir = Some(self.dir.clone());
+            self.dbs
+                .push(keepup_db::local_server::LocalServer::start(name, 3306, o)?);
+        }
+        let cfg = self.config.to_string_lossy().to_string();
+        self.lab
+            .run("db-1", &self.exe, &["-c", &cfg, "db", "setup"])
+            .context("keepup db setup")?;
+        say(self.t0, "MariaDB on db-1 and db-2: `keepup db setup` built a semi-sync master-master pair; db-1 is the writable primary");
+        Ok(())
+    }
+
+    /// Runs one SQL statement through the writer VIP from the client.
+    fn sql(&self, q: &str) -> anyhow::Result<String> {
+        self.lab.run(
+            "client",
+            "mariadb",
+            &[
+                "-h",
+                WRITER,
+                "-u",
+                keepup_db::local_server::ADMIN_USER,
+                &format!("-p{}", keepup_db::local_server::ADMIN_PASSWORD),
+                "--connect-timeout=1",
+                "-N",
+                "-B",
+                "-e",
+                q,
+            ],
+        )
     }
 
     fn start_web(&mut self, name: &str) -> anyhow::Result<()> {
@@ -270,23 +354,37 @@ impl Site {
     }
 
     fn holds_vip(&self, name: &str) -> bool {
+        self.holds(name, VIP)
+    }
+
+    fn holds(&self, name: &str, addr: &str) -> bool {
         self.lab
             .run(name, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])
-            .map(|o| o.contains(&format!("{VIP}/")))
+            .map(|o| o.contains(&format!("{addr}/")))
             .unwrap_or(false)
     }
 
     fn wait_owner(&self, name: &str, max: Duration) -> anyhow::Result<Duration> {
+        let addr = if name.starts_with("db-") { WRITER } else { VIP };
         let t = Instant::now();
         while t.elapsed() < max {
-            if self.holds_vip(name) {
+            if self.holds(name, addr) {
                 return Ok(t.elapsed());
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        let logs: Vec<String> = ["lb-1", "lb-2", "db-1", "db-2"]
+            .iter()
+            .filter_map(|n| {
+                let text = std::fs::read_to_string(self.dir.join(format!("{n}.log"))).ok()?;
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+                Some(format!("--- {n} ---\n{tail}"))
+            })
+            .collect();
         bail!(
-            "{name} did not take the floating IP within {max:?}; logs in {}",
-            self.dir.display()
+            "{name} did not take its floating IP within {max:?}\n{}",
+            logs.join("\n")
         )
     }
 
@@ -476,6 +574,60 @@ fn walk(site: &mut Site, once: bool) -> anyhow::Result<Vec<Outcome>> {
     });
     site.start_agent("lb-2")?;
     std::thread::sleep(pause);
+
+    if !site.dbs.is_empty() {
+        site.wait_owner("db-1", Duration::from_secs(20))?;
+        site.sql("CREATE DATABASE IF NOT EXISTS shop; CREATE TABLE IF NOT EXISTS shop.orders (id INT PRIMARY KEY AUTO_INCREMENT, item VARCHAR(20))")?;
+        let mut acked = 0;
+        for i in 0..20 {
+            if site
+                .sql(&format!(
+                    "INSERT INTO shop.orders (item) VALUES ('order-{i}')"
+                ))
+                .is_ok()
+            {
+                acked += 1;
+            }
+        }
+        say(
+            t0,
+            &format!("application wrote {acked} orders through the writer IP {WRITER} (on db-1)"),
+        );
+        say(t0, "FAILURE 4: power failure of db-1, the database primary");
+        let t = Instant::now();
+        site.power_off("db-1")?;
+        let took = site.wait_owner("db-2", Duration::from_secs(20))?;
+        let mut first = None;
+        while t.elapsed() < Duration::from_secs(20) {
+            if site
+                .sql("INSERT INTO shop.orders (item) VALUES ('after-failover')")
+                .is_ok()
+            {
+                first = Some(t.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let first = first.context("no write accepted through the writer IP after the failover")?;
+        let kept = site.sql("SELECT COUNT(*) FROM shop.orders WHERE item LIKE 'order-%'")?;
+        say(t0, &format!(
+            "  db-2's agent promoted db-2 and took the writer IP after {} ms; first write accepted after {} ms; orders kept: {} of {acked}",
+            took.as_millis(),
+            first.as_millis(),
+            kept.trim()
+        ));
+        if kept.trim() != acked.to_string() {
+            bail!(
+                "acknowledged orders were lost: {} of {acked} kept",
+                kept.trim()
+            );
+        }
+        results.push(Outcome {
+            what: "power failure of the database primary".into(),
+            gap: Some(first.as_millis() as u64),
+            failed_requests: 0,
+        });
+    }
     let end = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     say(
@@ -523,7 +675,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .build()?;
         rt.block_on(crate::cmd::run::shutdown_signal());
     }
-    if results.is_err() {
+    if results.is_err() || std::env::var_os("KEEPUP_DEMO_KEEP_LOGS").is_some() {
         // Keep the logs for a post-mortem.
         let keep = std::env::temp_dir().join("keepup-demo-failed-logs");
         let _ = std::fs::remove_dir_all(&keep);

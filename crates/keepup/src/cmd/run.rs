@@ -30,7 +30,12 @@ pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Re
         // The load balancer starts first: its frontends bind the floating IP
         // with IP_FREEBIND, so they already listen when this node takes it.
         let mut lb = None;
-        if let Some(section) = &config.file.lb {
+        if let Some(section) = config
+            .file
+            .lb
+            .as_ref()
+            .filter(|lb| lb.nodes.is_empty() || lb.nodes.contains(&me))
+        {
             let handle = Arc::new(
                 keepup_lb::start(section)
                     .await
