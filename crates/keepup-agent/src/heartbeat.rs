@@ -33,6 +33,15 @@ pub enum Command {
     Connected(bool),
     /// Enter or leave standby.
     Standby(bool),
+    /// Move a group held here to another node (the answer goes back on `reply`).
+    Move {
+        /// The group.
+        group: String,
+        /// The node that should take it.
+        target: String,
+        /// Where to send the result.
+        reply: mpsc::Sender<Result<(), String>>,
+    },
     /// Release everything, tell the peers, exit.
     Shutdown,
 }
@@ -243,6 +252,15 @@ impl Loop {
                     Command::Connected(c) => self.core.set_connected(now, c),
                     Command::Standby(s) => self.core.set_standby(now, s),
                     Command::Shutdown => self.core.begin_shutdown(now),
+                    Command::Move {
+                        group,
+                        target,
+                        reply,
+                    } => {
+                        // Step aside long enough for the target to settle in.
+                        let hold = (self.core.spec().timing.dead * 10).max(Duration::from_secs(5));
+                        let _ = reply.send(self.core.move_group(now, &group, &target, hold));
+                    }
                 }
             }
             let now = self.now();

@@ -279,6 +279,34 @@ impl keepup_api::Backend for ApiBackend {
                         message: "standby: this node releases its groups".into(),
                     }
                 }
+                ControlRequest::Move { group, node } => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    self.hb.send(Command::Move {
+                        group: group.clone(),
+                        target: node.clone(),
+                        reply: tx,
+                    });
+                    let answer = tokio::task::spawn_blocking(move || {
+                        rx.recv_timeout(std::time::Duration::from_secs(5))
+                    })
+                    .await;
+                    match answer {
+                        Ok(Ok(Ok(()))) => ControlResponse {
+                            ok: true,
+                            message: format!(
+                                "moving {group} to {node}: this node stops it and steps aside"
+                            ),
+                        },
+                        Ok(Ok(Err(message))) => ControlResponse {
+                            ok: false,
+                            message: format!("refused: {message}"),
+                        },
+                        _ => ControlResponse {
+                            ok: false,
+                            message: "the heartbeat thread did not answer".into(),
+                        },
+                    }
+                }
                 ControlRequest::Online => {
                     self.hb.send(Command::Standby(false));
                     ControlResponse {

@@ -197,6 +197,10 @@ fn route_control(path: &str) -> Option<ControlRequest> {
             backend: backend.to_string(),
             state: state.to_string(),
         }),
+        ["move", group, node] => Some(ControlRequest::Move {
+            group: group.to_string(),
+            node: node.to_string(),
+        }),
         ["db", "switchover", to] => Some(ControlRequest::DbSwitchover { to: to.to_string() }),
         _ => None,
     }

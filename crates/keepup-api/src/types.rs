@@ -96,6 +96,13 @@ pub enum ControlRequest {
     Standby,
     /// Let this node hold groups again.
     Online,
+    /// Move a group held by this node to `node` (next in line).
+    Move {
+        /// The group.
+        group: String,
+        /// The node that should take it.
+        node: String,
+    },
     /// Set a load-balancer backend's admin state (`enabled`, `drain`, `maintenance`).
     LbBackend {
         /// Pool name.

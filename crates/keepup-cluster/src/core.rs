@@ -309,6 +309,8 @@ struct LocalGroup {
     owned_since: Option<Time>,
     /// The last peer seen holding the group (to explain a takeover).
     last_holder: Option<String>,
+    /// After an operator move: stay out of the way (advertised as Failed) until then.
+    declined_until: Option<Time>,
 }
 
 /// Counters kept by the core (drops are counted by the agent, before the core).
@@ -386,6 +388,7 @@ impl Core {
                 failures: 0,
                 owned_since: None,
                 last_holder: None,
+                declined_until: None,
             })
             .collect();
         let settled = peers.is_empty();
@@ -520,7 +523,17 @@ impl Core {
                     }
                 }
                 ResourceOutcome::Stopped => {
-                    if g.state == GroupState::Stopping {
+                    if let (GroupState::Stopping, Some(until)) = (g.state, g.declined_until.take())
+                    {
+                        // An operator move: step aside, without counting a failure.
+                        g.state = GroupState::Failed;
+                        g.failed_until = Some(until);
+                        g.owned_since = None;
+                        self.counters.releases += 1;
+                        events.push(Event::Released {
+                            group: group.to_string(),
+                        });
+                    } else if g.state == GroupState::Stopping {
                         g.state = GroupState::Released;
                         g.owned_since = None;
                         self.counters.releases += 1;
@@ -584,6 +597,59 @@ impl Core {
     pub fn set_standby(&mut self, now: Time, standby: bool) {
         self.standby = standby;
         self.step(now);
+    }
+
+    /// Moves `group`, held here, to `target`: this node stops it and steps
+    /// aside for `hold` (advertised as not available), so the next in line
+    /// takes it. Refused unless `target` is alive, eligible and next in line.
+    pub fn move_group(
+        &mut self,
+        now: Time,
+        group: &str,
+        target: &str,
+        hold: Duration,
+    ) -> Result<(), String> {
+        let gi = self
+            .groups
+            .iter()
+            .position(|g| g.spec.name == group)
+            .ok_or_else(|| format!("no group {group:?}"))?;
+        if self.groups[gi].state != GroupState::Owned || self.groups[gi].busy {
+            let owner = self.view(now).groups[gi].owner.clone();
+            return Err(match owner {
+                Some(o) => format!("{group} is held by {o}, not by this node: run the move there"),
+                None => format!("{group} is not running anywhere right now"),
+            });
+        }
+        if target == self.spec.me {
+            return Err(format!("{group} already runs on {target}"));
+        }
+        let next = self
+            .candidates(gi, now)
+            .into_iter()
+            .map(|c| c.0)
+            .find(|n| n != &self.spec.me);
+        match next {
+            Some(n) if n == target => {}
+            Some(n) => {
+                return Err(format!(
+                    "{target} is not next in line for {group} ({n} is): put {n} in standby first, or change priorities"
+                ))
+            }
+            None => return Err(format!("{target} is not alive and eligible for {group}")),
+        }
+        let name = group.to_string();
+        let g = &mut self.groups[gi];
+        g.state = GroupState::Stopping;
+        g.busy = true;
+        g.declined_until = Some(now + hold);
+        self.event(Event::Releasing {
+            group: name.clone(),
+            reason: format!("moved to {target} by the operator"),
+        });
+        self.actions.push_back(Action::Stop(name));
+        self.step(now);
+        Ok(())
     }
 
     /// Starts a clean shutdown: release everything, tell the peers, then [`Action::Left`].

@@ -215,6 +215,24 @@ impl Sim {
         self.cut.clear();
     }
 
+    /// An operator move of `group` from `name` (its owner) to `target`.
+    pub fn move_group(
+        &mut self,
+        name: &str,
+        group: &str,
+        target: &str,
+        hold: Duration,
+    ) -> Result<(), String> {
+        let i = self.idx(name);
+        let now = self.now;
+        let r = match self.nodes[i].core.as_mut() {
+            Some(c) => c.move_group(now, group, target, hold),
+            None => Err(format!("{name} is not running")),
+        };
+        self.drain(i);
+        r
+    }
+
     /// Sets a node's ping connectivity.
     pub fn set_connected(&mut self, name: &str, connected: bool) {
         let i = self.idx(name);

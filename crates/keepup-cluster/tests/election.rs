@@ -322,3 +322,35 @@ proptest! {
         }
     }
 }
+
+// Operator surface: "keepup move GROUP NODE ... refusing with a clear
+// message when it would break the cluster".
+#[test]
+fn operator_move_goes_to_the_next_in_line_only_and_sticks() {
+    let mut sim = Sim::new(
+        Sim::spec(&[("a", 300), ("b", 200), ("c", 100)], 1, Sim::timing()),
+        21,
+    );
+    boot_all(&mut sim, &["a", "b", "c"]);
+    sim.run_for(ms(2000));
+    assert_eq!(sim.owners(G), set(&["a"]));
+    let e = sim.move_group("a", G, "c", ms(5000)).unwrap_err();
+    assert!(e.contains("c is not next in line for g (b is)"), "{e}");
+    let e = sim.move_group("b", G, "c", ms(5000)).unwrap_err();
+    assert!(e.contains("held by a, not by this node"), "{e}");
+    sim.move_group("a", G, "b", ms(5000)).unwrap();
+    assert!(sim.run_until(ms(100), |s| s.owners(G) == set(&["b"])));
+    sim.run_for(ms(10_000));
+    assert_eq!(
+        sim.owners(G),
+        set(&["b"]),
+        "failback off: b keeps it after the hold"
+    );
+    assert_eq!(max_simultaneous_owners(&sim), 1);
+    assert!(
+        !sim.log
+            .iter()
+            .any(|(_, _, e)| matches!(e, Event::GroupFailed { .. })),
+        "a move is not a failure"
+    );
+}

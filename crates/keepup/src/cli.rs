@@ -40,6 +40,8 @@ pub enum Command {
     Standby(crate::cmd::control::NodeArg),
     /// Let a node in standby hold resource groups again.
     Online(crate::cmd::control::NodeArg),
+    /// Move a resource group to another node (run it on the group's current owner).
+    Move(crate::cmd::control::MoveArgs),
     /// Load-balancer operations (drain, enable, maintenance, reload).
     Lb(crate::cmd::lb::LbArgs),
     /// Database replication: setup, status, switchover, checksum.

@@ -506,3 +506,42 @@ fn load_balancer_runs_in_the_agent_with_drain_status_metrics_and_sighup_reload()
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// Operator surface: "keepup move GROUP NODE ... refusing with a clear message".
+#[test]
+fn move_hands_the_group_to_the_named_node_and_refuses_the_wrong_one() {
+    if !can_run("move_hands_the_group_to_the_named_node_and_refuses_the_wrong_one") {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 300), ("b", 200), ("c", 100)]).build("move");
+    c.start_all();
+    c.wait_acquired("a", SECS(10));
+    let cfg = c.config.to_str().unwrap().to_string();
+    let err = c
+        .lab
+        .run("a", lab::keepup(), &["-c", &cfg, "move", "site", "c"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c is not next in line for site (b is)"),
+        "{err}"
+    );
+    let err = c
+        .lab
+        .run("b", lab::keepup(), &["-c", &cfg, "move", "site", "c"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("held by a, not by this node"), "{err}");
+    let out = c
+        .lab
+        .run("a", lab::keepup(), &["-c", &cfg, "move", "site", "b"])
+        .unwrap();
+    assert!(out.contains("moving site to b"), "{out}");
+    c.wait_vip_on("b", SECS(3));
+    std::thread::sleep(SECS(6));
+    assert_eq!(
+        c.live_vip_holders(),
+        ["b"],
+        "the group stays on b after a's hold"
+    );
+}

@@ -104,3 +104,36 @@ pub fn node_request(
         Ok(ExitCode::from(1))
     }
 }
+
+/// `keepup move GROUP NODE`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Moves a resource group to NODE, like Pacemaker's move. Run it on the \
+node that holds the group: that node stops the group and steps aside for a while \
+(10 dead times, at least 5 s), and NODE, which must be alive, eligible and next in line by \
+priority, takes it. With failback off the group then stays on NODE."
+)]
+pub struct MoveArgs {
+    /// The group to move.
+    pub group: String,
+    /// The node that should take it.
+    pub node: String,
+}
+
+/// Asks the local agent to move a group.
+pub fn move_group(config_path: &Path, args: MoveArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path, HostChecks::FileOnly)?;
+    let api = config.file.api.listen.replace("0.0.0.0:", "127.0.0.1:");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let path = format!("/v1/move/{}/{}", args.group, args.node);
+    let (ok, message) = rt.block_on(post(&config, &api, &path, None))?;
+    if ok {
+        println!("{message}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("keepup: {message}");
+        Ok(ExitCode::from(1))
+    }
+}

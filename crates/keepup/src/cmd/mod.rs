@@ -25,6 +25,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             control::node_request(&cli.config, cli.node.as_deref(), a, "standby")
         }
         Command::Online(a) => control::node_request(&cli.config, cli.node.as_deref(), a, "online"),
+        Command::Move(a) => control::move_group(&cli.config, a),
         Command::Lb(args) => lb::run(&cli.config, args),
         Command::Db(args) => db::run(&cli.config, args),
         Command::Demo(args) => demo::run(args),
