@@ -101,6 +101,11 @@ async fn apply_relay_log(db: &mut Db, received: &str, timeout_ms: u64) -> Result
     if gtid_wait(db, received, 50.min(timeout_ms)).await.is_ok() {
         return Ok(());
     }
+    // Otherwise the SQL thread must be seen idle at the end of the relay log
+    // several times in a row with its executed position unchanged (one
+    // sighting can be stale: it may not have noticed the last events yet).
+    let mut idle = 0;
+    let mut last_exec = String::new();
     loop {
         if gtid_wait(db, received, 1).await.is_ok() {
             return Ok(());
@@ -124,9 +129,24 @@ async fn apply_relay_log(db: &mut Db, received: &str, timeout_ms: u64) -> Result
                 message: format!("the SQL thread stopped ({state})"),
             });
         }
-        if state.contains("read all relay log") {
-            return Ok(());
+        let exec = format!(
+            "{}:{}",
+            row.as_ref()
+                .and_then(|r| col(r, "Relay_Master_Log_File"))
+                .unwrap_or_default(),
+            row.as_ref()
+                .and_then(|r| col(r, "Exec_Master_Log_Pos"))
+                .unwrap_or_default()
+        );
+        if state.contains("read all relay log") && exec == last_exec {
+            idle += 1;
+            if idle >= 4 {
+                return Ok(());
+            }
+        } else {
+            idle = 0;
         }
+        last_exec = exec;
         if Instant::now() > deadline {
             return Err(DbError::Timeout {
                 server: db.server.clone(),
@@ -134,7 +154,7 @@ async fn apply_relay_log(db: &mut Db, received: &str, timeout_ms: u64) -> Result
                 after_ms: timeout_ms,
             });
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
