@@ -34,6 +34,7 @@ struct Bench<'a> {
     daemons: HashMap<String, Child>,
     probe: Option<Reader>,
     probe_child: Option<Child>,
+    starts: usize,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -100,11 +101,13 @@ impl<'a> Bench<'a> {
             daemons: HashMap::new(),
             probe: None,
             probe_child: None,
+            starts: 0,
         })
     }
 
     /// Starts the daemon on `node` (its log is appended to `DIR/NODE.log`).
     fn start(&mut self, node: &str) -> Result<()> {
+        self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -124,10 +127,13 @@ impl<'a> Bench<'a> {
                 let d = &self.dir;
                 c.args(["--dont-fork", "--log-console", "--vrrp", "--use-file"])
                     .arg(d.join(format!("keepalived-{node}.conf")))
+                    // Fresh pid files per start: after kill -9 the orphaned VRRP
+                    // child can stay a zombie for a while (until init reaps it),
+                    // and keepalived then refuses to start ("daemon is already running").
                     .arg("--pid")
-                    .arg(d.join(format!("{node}-keepalived.pid")))
+                    .arg(d.join(format!("{node}-{}-keepalived.pid", self.starts)))
                     .arg("--vrrp_pid")
-                    .arg(d.join(format!("{node}-vrrp.pid")));
+                    .arg(d.join(format!("{node}-{}-vrrp.pid", self.starts)));
                 c
             }
             Tool::Heartbeat { .. } => crate::heartbeat::command(&self.lab, &self.dir, node)?,
