@@ -178,6 +178,7 @@ impl LocalServer {
             .output()
             .map_err(|e| err(format!("cannot run mariadb-install-db: {e}")))?;
         if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
             return Err(err(format!(
                 "mariadb-install-db failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
