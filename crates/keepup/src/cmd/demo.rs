@@ -207,6 +207,8 @@ impl Site {
     fn start_databases(&mut self) -> anyhow::Result<()> {
         for (i, (name, idx, _)) in DBS.iter().enumerate() {
             let mut o = keepup_db::local_server::LocalServerOptions::new(i as u32 + 1);
+            // Master-master: each writable master has its own GTID domain.
+            o.gtid_domain_id = i as u32 + 1;
             o.netns = Some(self.lab.host(name)?.ns.clone());
             o.bind_address = format!("10.77.0.{idx}");
             o.admin_host = "10.77.0.%".into();
