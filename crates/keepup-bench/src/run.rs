@@ -323,6 +323,20 @@ impl Drop for Bench<'_> {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Multi-process daemons (Heartbeat forks helpers while it works) can
+        // fork between the lab's one sweep of a namespace and its deletion:
+        // kill them by name a few times first.
+        if !self.tool.is_keepup() {
+            for _ in 0..3 {
+                for (node, _, _) in NODES {
+                    let pids = self.daemon_pids(node).unwrap_or_default();
+                    if !pids.is_empty() {
+                        let _ = Command::new("kill").arg("-9").args(&pids).status();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         if let Some(mut c) = self.probe_child.take() {
             let _ = c.kill();
             let _ = c.wait();
