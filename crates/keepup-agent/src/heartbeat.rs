@@ -53,6 +53,8 @@ pub enum ResourceRequest {
     Start(String),
     /// Stop them in reverse order.
     Stop(String),
+    /// Run the starts again to announce the group afresh (no outcome reported).
+    Reassert(String),
 }
 
 /// A cloneable handle to post commands to the heartbeat thread.
@@ -358,6 +360,9 @@ impl Loop {
                 Action::Stop(g) => {
                     changed = true;
                     let _ = self.to_runtime.send(ResourceRequest::Stop(g));
+                }
+                Action::Reassert(g) => {
+                    let _ = self.to_runtime.send(ResourceRequest::Reassert(g));
                 }
                 Action::Event(e) => {
                     changed = true;

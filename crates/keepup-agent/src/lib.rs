@@ -106,6 +106,10 @@ pub async fn run(
                 let runner = runner.clone();
                 let hb = hb.clone();
                 tokio::spawn(async move {
+                    if let heartbeat::ResourceRequest::Reassert(group) = req {
+                        runner.reassert(&group).await;
+                        return;
+                    }
                     let (group, outcome) = runner.perform(req, &hb).await;
                     hb.send(Command::Resource(group, outcome));
                 });

@@ -98,6 +98,21 @@ impl Runner {
                 let outcome = self.stop(&name).await;
                 (name, outcome)
             }
+            ResourceRequest::Reassert(name) => (name, ResourceOutcome::Started),
+        }
+    }
+
+    /// Runs every resource's (idempotent) start again, so a VIP is announced
+    /// afresh with gratuitous ARPs. Failures are left to the monitor.
+    pub async fn reassert(&self, name: &str) {
+        let Some(group) = self.groups.get(name) else {
+            return;
+        };
+        let g = group.lock().await;
+        for r in &g.resources {
+            if let Err(e) = with_timeout(r.as_ref(), "start", r.start()).await {
+                tracing::warn!(group = %name, "re-announcing: {e}");
+            }
         }
     }
 

@@ -133,6 +133,10 @@ pub enum Action {
     Start(String),
     /// Stop the group's resources in reverse order, then report.
     Stop(String),
+    /// Run the (idempotent) starts of a group held here again, to announce it
+    /// afresh: another node held it too (a healed partition) and clients may
+    /// still be sent to that node. No outcome is reported.
+    Reassert(String),
     /// Something worth logging and showing in status.
     Event(Event),
     /// Shutdown finished: everything released and the peers told. Exit now.
@@ -200,6 +204,13 @@ pub enum Event {
         /// The group.
         group: String,
     },
+    /// Another node that also held a group here gave it up; this node announces it again.
+    Reasserted {
+        /// The group.
+        group: String,
+        /// The node that also held it.
+        other: String,
+    },
     /// This node starts giving up a group.
     Releasing {
         /// The group.
@@ -255,6 +266,12 @@ impl fmt::Display for Event {
             }
             Event::Acquiring { group, reason } => write!(f, "acquiring {group}: {reason}"),
             Event::Acquired { group } => write!(f, "acquired {group}"),
+            Event::Reasserted { group, other } => {
+                write!(
+                    f,
+                    "{other} also held {group} and gave it up: announcing it again"
+                )
+            }
             Event::Releasing { group, reason } => write!(f, "releasing {group}: {reason}"),
             Event::Released { group } => write!(f, "released {group}"),
             Event::GroupFailed {
@@ -311,6 +328,8 @@ struct LocalGroup {
     last_holder: Option<String>,
     /// After an operator move: stay out of the way (advertised as Failed) until then.
     declined_until: Option<Time>,
+    /// Another live node also held the group while it was owned here.
+    contested_by: Option<String>,
 }
 
 /// Counters kept by the core (drops are counted by the agent, before the core).
@@ -389,6 +408,7 @@ impl Core {
                 owned_since: None,
                 last_holder: None,
                 declined_until: None,
+                contested_by: None,
             })
             .collect();
         let settled = peers.is_empty();
@@ -897,6 +917,23 @@ impl Core {
             let me = desired.as_deref() == Some(self.spec.me.as_str());
             let state = self.groups[gi].state;
             let name = self.groups[gi].spec.name.clone();
+            // A healed partition: both sides held the group. When the other
+            // gives it up, clients may still be sent its way (its gratuitous
+            // ARP was the last they heard), so announce ours again.
+            if state == GroupState::Owned {
+                let other = self.other_holds(gi).map(str::to_string);
+                match (other, self.groups[gi].contested_by.take()) {
+                    (Some(o), _) => self.groups[gi].contested_by = Some(o),
+                    (None, Some(o)) if me => {
+                        self.event(Event::Reasserted {
+                            group: name.clone(),
+                            other: o,
+                        });
+                        self.actions.push_back(Action::Reassert(name.clone()));
+                    }
+                    (None, _) => {}
+                }
+            }
             match state {
                 GroupState::Released if me && self.settled && self.other_holds(gi).is_none() => {
                     let reason = self.why_acquire(gi);

@@ -348,6 +348,7 @@ impl Sim {
                     group,
                     outcome: ResourceOutcome::Stopped,
                 }),
+                Action::Reassert(_) => {}
                 Action::Event(e) => {
                     let name = self.nodes[i].name.clone();
                     self.log.push((self.now, name, e));

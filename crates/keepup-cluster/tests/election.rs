@@ -194,6 +194,17 @@ fn two_node_partition_without_quorum_heals_to_one_owner() {
     );
     sim.heal();
     assert!(sim.run_until(ms(500), |s| s.owners(G) == set(&["a"])));
+    // a kept the group all along; clients last heard b's announcement, so a
+    // must announce again once b gave up.
+    sim.run_for(ms(50));
+    assert!(
+        sim.log
+            .iter()
+            .any(|(_, n, e)| n == "a"
+                && matches!(e, Event::Reasserted { other, .. } if other == "b")),
+        "{:?}",
+        sim.log
+    );
 }
 
 // With three nodes, majority quorum: the isolated owner releases, the
