@@ -92,10 +92,15 @@ pub fn node_request(
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path, HostChecks::FileOnly)?;
     let api = api_of(&config, local, arg.target.as_deref())?;
+    post_and_report(&config, &api, &format!("/v1/{what}"))
+}
+
+/// POSTs `path` (no body) and turns the agent's answer into output and an exit code.
+fn post_and_report(config: &Config, api: &str, path: &str) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (ok, message) = rt.block_on(post(&config, &api, &format!("/v1/{what}"), None))?;
+    let (ok, message) = rt.block_on(post(config, api, path, None))?;
     if ok {
         println!("{message}");
         Ok(ExitCode::SUCCESS)
@@ -124,16 +129,9 @@ pub struct MoveArgs {
 pub fn move_group(config_path: &Path, args: MoveArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path, HostChecks::FileOnly)?;
     let api = config.file.api.listen.replace("0.0.0.0:", "127.0.0.1:");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let path = format!("/v1/move/{}/{}", args.group, args.node);
-    let (ok, message) = rt.block_on(post(&config, &api, &path, None))?;
-    if ok {
-        println!("{message}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("keepup: {message}");
-        Ok(ExitCode::from(1))
-    }
+    post_and_report(
+        &config,
+        &api,
+        &format!("/v1/move/{}/{}", args.group, args.node),
+    )
 }
