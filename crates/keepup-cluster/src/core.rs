@@ -554,7 +554,14 @@ impl Core {
                             group: group.to_string(),
                         });
                     } else if g.state == GroupState::Stopping {
-                        g.state = GroupState::Released;
+                        // Stopped after a monitor failure: stay advertised as
+                        // failed for the back-off, so peers take over now
+                        // instead of waiting for this node.
+                        g.state = if g.failed_until.is_some_and(|t| t > now) {
+                            GroupState::Failed
+                        } else {
+                            GroupState::Released
+                        };
                         g.owned_since = None;
                         self.counters.releases += 1;
                         events.push(Event::Released {

@@ -233,6 +233,20 @@ impl Sim {
         r
     }
 
+    /// A monitor on `name` found `group` dead and could not repair it.
+    pub fn monitor_failure(&mut self, name: &str, group: &str) {
+        let i = self.idx(name);
+        let now = self.now;
+        if let Some(c) = self.nodes[i].core.as_mut() {
+            c.on_resource(
+                now,
+                group,
+                ResourceOutcome::MonitorFailed("simulated".into()),
+            );
+        }
+        self.drain(i);
+    }
+
     /// Sets a node's ping connectivity.
     pub fn set_connected(&mut self, name: &str, connected: bool) {
         let i = self.idx(name);

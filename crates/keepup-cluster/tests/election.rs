@@ -365,3 +365,22 @@ fn operator_move_goes_to_the_next_in_line_only_and_sticks() {
         "a move is not a failure"
     );
 }
+
+// A monitor that cannot repair a resource releases the group, and the next
+// node takes it at once — not after this node's back-off (found through the
+// database lab test: a killed mariadbd took 5 s, the back-off, to fail over).
+#[test]
+fn monitor_failure_hands_over_at_once() {
+    let mut sim = Sim::new(two(), 22);
+    boot_all(&mut sim, &["a", "b"]);
+    sim.run_for(ms(2000));
+    assert_eq!(sim.owners(G), set(&["a"]));
+    let t0 = sim.now();
+    sim.monitor_failure("a", G);
+    assert!(sim.run_until(ms(3000), |s| s.owners(G) == set(&["b"])));
+    let took = sim.now() - t0;
+    assert!(took <= ms(20), "took {took:?}");
+    sim.run_for(ms(20_000));
+    assert_eq!(sim.owners(G), set(&["b"]), "no flapping back");
+    assert_eq!(max_simultaneous_owners(&sim), 1);
+}

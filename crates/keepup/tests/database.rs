@@ -45,14 +45,16 @@ fn sql(c: &lab::Cluster, host: &str, q: &str) -> anyhow::Result<String> {
     )
 }
 
-// Database issue: "Failover: when the primary is dead — as agreed by the
-// cluster agents, not one failed probe — promote the most advanced replica
-// ... move the writer endpoint. ... With semi-sync on, no acknowledged write
-// is ever lost." Cluster issue: "the primary role is a resource that moves
-// like the floating IP".
-#[test]
-fn primary_role_and_writer_vip_follow_a_node_power_failure() {
-    let test = "primary_role_and_writer_vip_follow_a_node_power_failure";
+struct Site {
+    c: lab::Cluster,
+    db_a: LocalServer,
+    _db_b: LocalServer,
+    dir: std::path::PathBuf,
+}
+
+/// Two nodes with mariadbd each, replication set up by `keepup db setup`,
+/// agents running, 20 rows written through the writer VIP.
+fn site(test: &str) -> Option<Site> {
     if !can_run(test)
         || !keepup_testkit::require::available(
             test,
@@ -61,9 +63,9 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
         )
         || !keepup_testkit::require::has_program(test, "mariadb")
     {
-        return;
+        return None;
     }
-    let dir = std::env::temp_dir().join(format!("keepup-dbfiles-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("keepup-dbfiles-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let creds = dir.join("admin.cnf");
     local_server::write_credentials_file(&creds).unwrap();
@@ -80,10 +82,10 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
             "type = \"db-primary\"\nmonitor_interval_ms = 300\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{WRITER}/24\"\ninterface = \"eth0\"\n"
         ))
         .extra(&database)
-        .build("dbe2e");
+        .build(test);
     let ns_a = c.lab.host("a").unwrap().ns.clone();
     let ns_b = c.lab.host("b").unwrap().ns.clone();
-    let mut db_a = server("db-a", &ns_a, "10.77.0.1", 1);
+    let db_a = server("db-a", &ns_a, "10.77.0.1", 1);
     let _db_b = server("db-b", &ns_b, "10.77.0.2", 2);
     let cfg = c.config.to_str().unwrap().to_string();
     let setup = c.lab.run("a", lab::keepup(), &["-c", &cfg, "db", "setup"]);
@@ -99,7 +101,41 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
         }
     }
     assert_eq!(acked, 20);
+    Some(Site {
+        c,
+        db_a,
+        _db_b,
+        dir,
+    })
+}
 
+/// Waits for the first write accepted through the writer VIP after `t0`.
+fn first_write(c: &lab::Cluster, t0: Instant) -> Duration {
+    while t0.elapsed() < Duration::from_secs(20) {
+        if sql(c, WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no write accepted through the writer VIP\n{}", c.all_logs());
+}
+
+// Database issue: "Failover: when the primary is dead — as agreed by the
+// cluster agents, not one failed probe — promote the most advanced replica
+// ... move the writer endpoint. ... With semi-sync on, no acknowledged write
+// is ever lost." Cluster issue: "the primary role is a resource that moves
+// like the floating IP".
+#[test]
+fn primary_role_and_writer_vip_follow_a_node_power_failure() {
+    let Some(Site {
+        mut c,
+        mut db_a,
+        _db_b,
+        dir,
+    }) = site("dbpower")
+    else {
+        return;
+    };
     // Power failure of a: its mariadbd and agent die with it, its link goes down.
     let t0 = Instant::now();
     c.lab.set_link("a", 0, false).unwrap();
@@ -133,6 +169,43 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
         c.log("b").contains("promoted after db-a died"),
         "{}",
         c.log("b")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Database issue benchmark scenario, through the agents: "kill -9 of the
+// primary -> first write accepted through the writer endpoint". Only mariadbd
+// dies; the agent on its node notices through the db-primary monitor,
+// releases the group, and the other node promotes its server.
+#[test]
+fn killed_primary_mariadbd_is_replaced_through_the_agents_monitor() {
+    let Some(Site {
+        c,
+        mut db_a,
+        _db_b,
+        dir,
+    }) = site("dbkill")
+    else {
+        return;
+    };
+    let t0 = Instant::now();
+    db_a.kill9();
+    c.wait_acquired("b", Duration::from_secs(20));
+    let took = t0.elapsed();
+    let first = first_write(&c, t0);
+    eprintln!(
+        "mariadbd kill -9: group on b after {took:?}; first write through {WRITER} after {first:?}"
+    );
+    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    assert_eq!(
+        rows.trim(),
+        "20",
+        "every acknowledged row survived the failover"
+    );
+    assert!(
+        c.log("a").contains("this node's server is down"),
+        "{}",
+        c.log("a")
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
