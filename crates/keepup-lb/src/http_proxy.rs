@@ -145,19 +145,7 @@ async fn serve_h1<I>(
         let c = conn.clone();
         async move { Ok::<_, Infallible>(handle(c, req).await) }
     });
-    let c = b.serve_connection(io, svc);
-    tokio::pin!(c);
-    tokio::select! {
-        r = c.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!("client connection: {e}");
-            }
-        }
-        _ = closed(closing) => {
-            c.as_mut().graceful_shutdown();
-            let _ = c.await;
-        }
-    }
+    drive(b.serve_connection(io, svc), closing, "client connection").await;
 }
 
 async fn serve_h2<I>(
@@ -177,12 +165,21 @@ async fn serve_h2<I>(
         let c = conn.clone();
         async move { Ok::<_, Infallible>(handle(c, req).await) }
     });
-    let c = b.serve_connection(io, svc);
+    drive(b.serve_connection(io, svc), closing, "client h2 connection").await;
+}
+
+/// Serves a client connection (HTTP/1 or HTTP/2) until it ends, or until
+/// the frontend starts closing, then lets its in-flight requests finish.
+async fn drive<C>(c: C, closing: &mut watch::Receiver<bool>, what: &str)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     tokio::pin!(c);
     tokio::select! {
         r = c.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!("client h2 connection: {e}");
+                tracing::debug!("{what}: {e}");
             }
         }
         _ = closed(closing) => {

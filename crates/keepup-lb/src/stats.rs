@@ -219,6 +219,29 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) 
     let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
 }
 
+/// One line per backend of a single-valued metric, with its HELP and TYPE.
+fn per_backend(
+    out: &mut String,
+    status: &LbStatus,
+    name: &str,
+    help: &str,
+    kind: &str,
+    value: impl Fn(&BackendStatus) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for p in &status.pools {
+        for b in &p.backends {
+            let _ = writeln!(
+                out,
+                "{name}{{pool=\"{}\",backend=\"{}\"}} {}",
+                esc(&p.name),
+                esc(&b.name),
+                value(b)
+            );
+        }
+    }
+}
+
 /// Renders `status` as Prometheus text exposition (appends to `out`).
 pub fn prometheus(status: &LbStatus, out: &mut String) {
     out.push_str("# HELP keepup_lb_requests_total Requests (HTTP) or connections (TCP) by frontend and status class.\n# TYPE keepup_lb_requests_total counter\n");
@@ -280,30 +303,22 @@ pub fn prometheus(status: &LbStatus, out: &mut String) {
             &f.counters.latency,
         );
     }
-    out.push_str("# HELP keepup_lb_backend_up 1 when the backend passes its health checks.\n# TYPE keepup_lb_backend_up gauge\n");
-    for p in &status.pools {
-        for b in &p.backends {
-            let _ = writeln!(
-                out,
-                "keepup_lb_backend_up{{pool=\"{}\",backend=\"{}\"}} {}",
-                esc(&p.name),
-                esc(&b.name),
-                u8::from(b.healthy)
-            );
-        }
-    }
-    out.push_str("# HELP keepup_lb_backend_active In-flight requests or open connections per backend.\n# TYPE keepup_lb_backend_active gauge\n");
-    for p in &status.pools {
-        for b in &p.backends {
-            let _ = writeln!(
-                out,
-                "keepup_lb_backend_active{{pool=\"{}\",backend=\"{}\"}} {}",
-                esc(&p.name),
-                esc(&b.name),
-                b.active
-            );
-        }
-    }
+    per_backend(
+        out,
+        status,
+        "keepup_lb_backend_up",
+        "1 when the backend passes its health checks.",
+        "gauge",
+        |b| u64::from(b.healthy),
+    );
+    per_backend(
+        out,
+        status,
+        "keepup_lb_backend_active",
+        "In-flight requests or open connections per backend.",
+        "gauge",
+        |b| b.active,
+    );
     out.push_str("# HELP keepup_lb_backend_requests_total Requests per backend and status class.\n# TYPE keepup_lb_backend_requests_total counter\n");
     for p in &status.pools {
         for b in &p.backends {
@@ -340,30 +355,22 @@ pub fn prometheus(status: &LbStatus, out: &mut String) {
             );
         }
     }
-    out.push_str("# HELP keepup_lb_backend_errors_total Connection errors and timeouts per backend.\n# TYPE keepup_lb_backend_errors_total counter\n");
-    for p in &status.pools {
-        for b in &p.backends {
-            let _ = writeln!(
-                out,
-                "keepup_lb_backend_errors_total{{pool=\"{}\",backend=\"{}\"}} {}",
-                esc(&p.name),
-                esc(&b.name),
-                b.counters.errors
-            );
-        }
-    }
-    out.push_str("# HELP keepup_lb_backend_health_transitions_total Up/down changes per backend.\n# TYPE keepup_lb_backend_health_transitions_total counter\n");
-    for p in &status.pools {
-        for b in &p.backends {
-            let _ = writeln!(
-                out,
-                "keepup_lb_backend_health_transitions_total{{pool=\"{}\",backend=\"{}\"}} {}",
-                esc(&p.name),
-                esc(&b.name),
-                b.health_transitions
-            );
-        }
-    }
+    per_backend(
+        out,
+        status,
+        "keepup_lb_backend_errors_total",
+        "Connection errors and timeouts per backend.",
+        "counter",
+        |b| b.counters.errors,
+    );
+    per_backend(
+        out,
+        status,
+        "keepup_lb_backend_health_transitions_total",
+        "Up/down changes per backend.",
+        "counter",
+        |b| b.health_transitions,
+    );
     out.push_str("# HELP keepup_lb_backend_request_duration_seconds Time to response headers, by backend.\n# TYPE keepup_lb_backend_request_duration_seconds histogram\n");
     for p in &status.pools {
         for b in &p.backends {
