@@ -15,6 +15,25 @@ pub struct NodeArg {
     pub target: Option<String>,
 }
 
+/// The address to dial for this host's agent: `[api] listen`, a wildcard
+/// meaning this host (loopback).
+pub fn local_api(config: &Config) -> anyhow::Result<String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+    let listen = &config.file.api.listen;
+    let mut addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("[api] listen {listen:?} is not an address"))?
+        .next()
+        .with_context(|| format!("[api] listen {listen:?} resolves to nothing"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Ok(addr.to_string())
+}
+
 /// Where to reach `target`'s API: this host's `api.listen`, or the node's
 /// first address on the same port.
 fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow::Result<String> {
@@ -128,10 +147,22 @@ pub struct MoveArgs {
 /// Asks the local agent to move a group.
 pub fn move_group(config_path: &Path, args: MoveArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path, HostChecks::FileOnly)?;
-    let api = config.file.api.listen.replace("0.0.0.0:", "127.0.0.1:");
+    let api = local_api(&config)?;
     post_and_report(
         &config,
         &api,
         &format!("/v1/move/{}/{}", args.group, args.node),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_dials_loopback() {
+        let text = "[cluster]\nname = \"c\"\nkey_file = \"/k\"\n[api]\nlisten = \"0.0.0.0:7947\"\n[[node]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n";
+        let c = Config::parse(Path::new("k.toml"), text, HostChecks::FileOnly).unwrap();
+        assert_eq!(local_api(&c).unwrap(), "127.0.0.1:7947");
+    }
 }

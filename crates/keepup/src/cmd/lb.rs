@@ -8,10 +8,9 @@
 //! token is sent as `Authorization: Bearer ...` (through the same HTTP
 //! client as the other control commands).
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use keepup_config::{Config, HostChecks};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -52,7 +51,7 @@ pub fn run(config: &Path, args: LbArgs) -> anyhow::Result<ExitCode> {
         LbAction::Maintenance(b) => backend_path(&cfg, &b.backend, "maintenance")?,
         LbAction::Reload => ("/v1/lb/reload".to_string(), "reload".to_string()),
     };
-    let api = dial_addr(&cfg.file.api.listen)?.to_string();
+    let api = super::control::local_api(&cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -187,22 +186,6 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// The address to dial for `[api] listen` (a wildcard means this host).
-fn dial_addr(listen: &str) -> anyhow::Result<SocketAddr> {
-    let mut addr = listen
-        .to_socket_addrs()
-        .with_context(|| format!("[api] listen {listen:?} is not an address"))?
-        .next()
-        .with_context(|| format!("[api] listen {listen:?} resolves to nothing"))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
-    }
-    Ok(addr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,14 +194,6 @@ mod tests {
     fn encodes_path_segments() {
         assert_eq!(encode("web-1"), "web-1");
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
-    }
-
-    #[test]
-    fn wildcard_listen_dials_loopback() {
-        assert_eq!(
-            dial_addr("0.0.0.0:7947").unwrap(),
-            "127.0.0.1:7947".parse().unwrap()
-        );
     }
 
     #[test]

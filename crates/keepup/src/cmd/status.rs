@@ -54,13 +54,13 @@ pub async fn api_get(api: &str, path: &str) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-/// The API address: `--api`, else the config's `api.listen`.
+/// The API address: `--api`, else this host's `api.listen`.
 pub fn api_address(config: &Path, explicit: Option<&str>) -> anyhow::Result<String> {
     if let Some(a) = explicit {
         return Ok(a.to_string());
     }
     let c = Config::load(config, HostChecks::FileOnly)?;
-    Ok(c.file.api.listen)
+    super::control::local_api(&c)
 }
 
 /// Asks the local agent and prints what it knows.
