@@ -355,6 +355,20 @@ pub async fn promote_after_failure(
                 "SET GLOBAL rpl_semi_sync_master_enabled = ON",
             )
             .await?;
+        } else if section.semi_sync {
+            // No replica left (a master-master survivor still has semi-sync on,
+            // and the dead peer's half-open connection may still count as a
+            // client after a power failure): every commit would wait for
+            // rpl_semi_sync_master_timeout.
+            w.exec(
+                "turning semi-sync off on the new primary (no replica left)",
+                "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            )
+            .await?;
+            tracing::warn!(
+                server = %w.server,
+                "no replica left to acknowledge: semi-sync is off, acknowledged writes are at risk until a replica returns (`keepup db setup` turns it back on)"
+            );
         }
     }
     let winner = section.server[probes[widx].idx].clone();

@@ -356,39 +356,7 @@ impl DbPrimary {
                 ),
             ));
         }
-        if self.section.semi_sync {
-            // With no replica left to acknowledge (master-master keeps
-            // semi-sync on both sides), every commit would wait for
-            // rpl_semi_sync_master_timeout. Take writes now and say they are
-            // at risk until a replica returns.
-            match self.semi_sync_off_if_alone(r.repointed.is_empty()).await {
-                Ok(false) => {}
-                Ok(true) => tracing::warn!(
-                    "db: {} has no replica left: semi-sync is off, acknowledged writes are at risk until a replica returns (`keepup db setup` turns it back on)",
-                    self.server
-                ),
-                Err(e) => tracing::warn!("db: could not check semi-sync on {}: {e}", self.server),
-            }
-        }
         Ok(())
-    }
-
-    /// `no_survivor`: the promotion repointed no replica. The dead node's
-    /// half-open connection (no TCP reset after a power failure) may still
-    /// count as a semi-sync client, so the client count alone cannot tell.
-    async fn semi_sync_off_if_alone(&self, no_survivor: bool) -> Result<bool, keepup_db::DbError> {
-        let mut db = self.local().await?;
-        let clients = db.status_var("Rpl_semi_sync_master_clients").await?;
-        let alone = no_survivor || clients.as_deref().unwrap_or("0") == "0";
-        if alone {
-            db.exec(
-                "semi-sync off",
-                "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
-            )
-            .await?;
-        }
-        db.close().await;
-        Ok(alone)
     }
 }
 
