@@ -78,11 +78,6 @@ impl Shared {
         g.resources.extend(list);
     }
 
-    /// Packets dropped so far, by reason.
-    pub fn drops(&self) -> BTreeMap<String, u64> {
-        self.lock().drops.clone()
-    }
-
     /// The latest cluster view.
     pub fn view(&self) -> Option<ClusterView> {
         self.lock().view.clone()

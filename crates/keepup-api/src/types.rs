@@ -31,16 +31,6 @@ pub struct StatusReport {
     pub db: Option<serde_json::Value>,
 }
 
-impl StatusReport {
-    /// The cluster part as typed data (for renderers).
-    pub fn cluster_view(&self) -> Option<ClusterViewOwned> {
-        serde_json::from_value(self.cluster.clone()).ok()
-    }
-}
-
-/// A deserializable mirror of [`ClusterView`] (which only serializes).
-pub type ClusterViewOwned = serde_json::Map<String, serde_json::Value>;
-
 /// Serializes a cluster view into the report's `cluster` field.
 pub fn cluster_json(view: &ClusterView) -> serde_json::Value {
     serde_json::to_value(view).unwrap_or(serde_json::Value::Null)

@@ -263,11 +263,6 @@ impl Lab {
         sh("ip", &["link", "set", &name, "up"])?;
         Ok(())
     }
-
-    /// Namespace names of every host (for diagnostics).
-    pub fn hosts(&self) -> &[Host] {
-        &self.hosts
-    }
 }
 
 impl Drop for Lab {
