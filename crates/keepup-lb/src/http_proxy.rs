@@ -1,5 +1,7 @@
-//! The HTTP frontend: hyper's server connection loop on one side, a pooled
-//! hyper-util client per worker on the other, and the request path between.
+//! The HTTP frontend's entry (PROXY header, TLS, ALPN) and its HTTP/2 path:
+//! hyper's HTTP/2 server connection on one side, a pooled hyper HTTP/1
+//! client per worker on the other, and the request path between. HTTP/1
+//! clients go to the `h1` engine.
 //!
 //! Request path, in order: reject smuggling-shaped requests hyper would
 //! accept (both `Content-Length` and `Transfer-Encoding`), drop hop-by-hop
@@ -8,7 +10,8 @@
 //! never reached one or is idempotent (bodies up to 64 KiB are kept for that).
 
 use crate::backend::{HashKey, InFlight, SelectKey};
-use crate::upstream::{Lent, Upstream};
+use crate::h1;
+use crate::upstream::{Lent, RawUpstream, Upstream};
 use crate::{ConnGuard, FrontendRt, Settings};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -47,13 +50,30 @@ struct Conn {
     forwarded: HeaderValue,
 }
 
+/// The backend connection pools of one worker: raw streams for the
+/// HTTP/1 engine, hyper senders for HTTP/2 clients.
+#[derive(Debug)]
+pub(crate) struct Upstreams {
+    pub(crate) h1: Arc<RawUpstream>,
+    pub(crate) h2: Arc<Upstream>,
+}
+
+impl Upstreams {
+    pub(crate) fn new() -> Arc<Upstreams> {
+        Arc::new(Upstreams {
+            h1: RawUpstream::new(),
+            h2: Upstream::new(),
+        })
+    }
+}
+
 /// Serves one accepted client connection until it ends or the frontend closes.
 pub(crate) async fn serve(
     guard: ConnGuard,
     settings: Arc<Settings>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    up: Arc<Upstream>,
+    up: Arc<Upstreams>,
     mut closing: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -85,29 +105,19 @@ pub(crate) async fn serve(
     };
     let tls = settings.tls.is_some();
     let ip_text = ip.to_string();
+    let proto = if tls { "https" } else { "http" };
     let forwarded = match ip {
-        IpAddr::V4(_) => format!("for={ip_text};proto={}", if tls { "https" } else { "http" }),
-        IpAddr::V6(_) => format!(
-            "for=\"[{ip_text}]\";proto={}",
-            if tls { "https" } else { "http" }
-        ),
+        IpAddr::V4(_) => format!("for={ip_text};proto={proto}"),
+        IpAddr::V6(_) => format!("for=\"[{ip_text}]\";proto={proto}"),
     };
-    let (Ok(xff), Ok(forwarded)) = (
-        HeaderValue::from_str(&ip_text),
-        HeaderValue::from_str(&forwarded),
-    ) else {
-        return;
-    };
-    let conn = Arc::new(Conn {
-        fe: fe.clone(),
-        up,
-        client_ip: ip,
-        tls,
-        xff,
+    let client = h1::Client {
+        ip,
+        ip_text,
         forwarded,
-    });
+        tls,
+    };
     match &settings.tls {
-        None => serve_h1(TokioIo::new(stream), conn, &settings, &mut closing).await,
+        None => h1::serve(stream, &fe, &client, &up.h1, &mut closing).await,
         Some(acceptor) => {
             let tls_stream = match tokio::time::timeout(hrt, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -116,36 +126,28 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
+            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let (Ok(xff), Ok(fwd)) = (
+                    HeaderValue::from_str(&client.ip_text),
+                    HeaderValue::from_str(&client.forwarded),
+                ) else {
+                    return;
+                };
+                let conn = Arc::new(Conn {
+                    fe: fe.clone(),
+                    up: up.h2.clone(),
+                    client_ip: ip,
+                    tls,
+                    xff,
+                    forwarded: fwd,
+                });
                 serve_h2(TokioIo::new(tls_stream), conn, &settings, &mut closing).await
             } else {
-                serve_h1(TokioIo::new(tls_stream), conn, &settings, &mut closing).await
+                h1::serve(tls_stream, &fe, &client, &up.h1, &mut closing).await
             }
         }
     }
     drop(guard);
-}
-
-async fn serve_h1<I>(
-    io: TokioIo<I>,
-    conn: Arc<Conn>,
-    settings: &Settings,
-    closing: &mut watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout())
-        .max_buf_size(settings.cfg.max_header_bytes.max(8192))
-        .max_headers(settings.cfg.max_headers)
-        .keep_alive(true);
-    let svc = service_fn(move |req| {
-        let c = conn.clone();
-        async move { Ok::<_, Infallible>(handle(c, req).await) }
-    });
-    drive(b.serve_connection(io, svc), closing, "client connection").await;
 }
 
 async fn serve_h2<I>(
@@ -168,7 +170,7 @@ async fn serve_h2<I>(
     drive(b.serve_connection(io, svc), closing, "client h2 connection").await;
 }
 
-/// Serves a client connection (HTTP/1 or HTTP/2) until it ends, or until
+/// Serves a client connection (HTTP/2) until it ends, or until
 /// the frontend starts closing, then lets its in-flight requests finish.
 async fn drive<C>(c: C, closing: &mut watch::Receiver<bool>, what: &str)
 where
@@ -182,16 +184,11 @@ where
                 tracing::debug!("{what}: {e}");
             }
         }
-        _ = closed(closing) => {
+        _ = crate::closed(closing) => {
             c.as_mut().graceful_shutdown();
             let _ = c.await;
         }
     }
-}
-
-/// Resolves once the frontend starts closing.
-async fn closed(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }
 
 async fn handle(c: Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {

@@ -46,6 +46,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod backend;
+mod h1;
 mod health;
 mod http_proxy;
 mod listener;
@@ -312,6 +313,11 @@ fn spawn_worker(i: usize) -> Result<Worker, LbError> {
     Ok(Worker { tx, thread })
 }
 
+/// Resolves once the frontend starts closing.
+pub(crate) async fn closed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
 async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
     let listener = match tokio::net::TcpListener::from_std(l) {
         Ok(l) => l,
@@ -321,7 +327,7 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
         }
     };
     let mut closing = fe.closing.subscribe();
-    let up = upstream::Upstream::new();
+    let up = http_proxy::Upstreams::new();
     loop {
         if *closing.borrow() {
             break;

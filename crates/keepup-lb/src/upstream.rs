@@ -134,3 +134,64 @@ impl Drop for Lent {
         }
     }
 }
+
+/// A per-worker pool of idle backend connections for the HTTP/1 engine
+/// (`h1`), which drives each connection itself: no task, no channel.
+#[derive(Debug)]
+pub(crate) struct RawUpstream {
+    idle: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+}
+
+impl RawUpstream {
+    pub(crate) fn new() -> Arc<RawUpstream> {
+        Arc::new(RawUpstream {
+            idle: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An idle connection to `addr` that the backend has not closed, else a
+    /// new one. `Ok((stream, reused))`.
+    pub(crate) async fn get(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(TcpStream, bool), ConnectError> {
+        while let Some(s) = self.checkout(addr) {
+            // Nothing to read on an idle connection: WouldBlock means alive;
+            // end of stream, stray bytes or an error mean it is unusable.
+            let mut probe = [0u8; 1];
+            if matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Ok((s, true));
+            }
+        }
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok((stream, false))
+    }
+
+    fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut g = self.idle.lock().ok()?;
+        let v = g.get_mut(&addr)?;
+        while let Some((s, since)) = v.pop() {
+            if since.elapsed() < IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last response was read to the end.
+    pub(crate) fn put(&self, addr: SocketAddr, s: TcpStream) {
+        if let Ok(mut g) = self.idle.lock() {
+            let v = g.entry(addr).or_default();
+            if v.len() < MAX_IDLE {
+                v.push((s, Instant::now()));
+            }
+        }
+    }
+}
