@@ -4,11 +4,12 @@
 #   bench/lb.sh            # full run (about 15 minutes), writes BENCHMARKS.md
 #   DURATION=3 ROUNDS=3 bench/lb.sh   # quicker
 #
-# Everything runs on 127.0.0.1. Three small Rust backends per body size
-# (crates/keepup-lb/examples/lb_backend.rs) serve a fixed body; each proxy
+# Everything runs on 127.0.0.1. The backends are one nginx worker serving
+# three ports per body size (a fixed 13-byte body, a 16 KiB file); each proxy
 # gets identical settings (round-robin over the same backends, keep-alive to
-# backends, X-Forwarded-For added, no health checks, no access log). With one
-# worker the proxy is pinned to core 0 and wrk plus the backends to core 1.
+# backends, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
+# Forwarded added, no health checks, no access log). With one worker the
+# proxy is pinned to core 0 and wrk plus the backends to core 1.
 # Scenarios: keep-alive at 64 and 512 connections, a new connection per
 # request (wrk -H 'Connection: close'), a 16 KiB response body, and TCP mode.
 # Results: median of ROUNDS runs; peak RSS is VmHWM summed over the proxy's
@@ -25,6 +26,7 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]}"
@@ -34,10 +36,11 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "building keepup-lb (release)"
-(cd "$repo" && cargo build --release -q -p keepup-lb --examples)
+(cd "$repo" && cargo build --release -q -p keepup-lb --example lb-standalone)
 bin="$repo/target/release/examples"
 
 work="$(mktemp -d /tmp/keepup-lb-bench.XXXXXX)"
+chmod 755 "$work" # the backends' nginx worker (an unprivileged user) reads www/ in it
 pids=()
 cleanup() {
     for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
@@ -46,12 +49,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Backends: 3 small (13-byte body) and 3 big (16 KiB).
-SMALL=(19001 19002 19003)
-BIG=(19011 19012 19013)
-for p in "${SMALL[@]}"; do taskset -c 1 "$bin/lb-backend" "127.0.0.1:$p" 13 & pids+=($!); done
-for p in "${BIG[@]}"; do taskset -c 1 "$bin/lb-backend" "127.0.0.1:$p" 16384 & pids+=($!); done
-sleep 0.5
 
 # Ports: keepup 181xx, HAProxy 182xx, nginx 183xx; x81 small, x82 big, x83 tcp.
 port() { # tool scenario
@@ -80,7 +77,8 @@ for W in $WORKERS_LIST; do
     echo "== $W worker(s)"
     if [ "$W" = 1 ]; then PIN_PROXY="taskset -c 0"; PIN_WRK="taskset -c 1"; WRK_T=1; else PIN_PROXY=""; PIN_WRK=""; WRK_T=2; fi
     "$here/lb/configs.sh" "$work" "$W"
-    tool_pids=()
+    $PIN_WRK nginx -c "$work/backends.conf" -p "$work" >"$work/backends.log" 2>&1 & bp=$!
+    pids+=($bp)
     $PIN_PROXY "$bin/lb-standalone" "$work/keepup.toml" >"$work/keepup.log" 2>&1 & kp=$!
     pids+=($kp)
     $PIN_PROXY haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 & hp=$!
@@ -90,8 +88,8 @@ for W in $WORKERS_LIST; do
     sleep 1
     for t in keepup haproxy nginx; do
         for s in ka64 body16k tcp; do
-            curl_ok=$(timeout 5 wrk -t1 -c1 -d1s "http://127.0.0.1:$(port $t $s)/" 2>&1 | awk '/Requests\/sec/ {print ($2 > 0)}')
-            [ "$curl_ok" = 1 ] || { echo "$t $s does not answer; see $work/*.log"; exit 1; }
+            code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(port $t $s)/" || true)
+            [ "$code" = 200 ] || { echo "$t $s answers ${code:-nothing}, not 200; see $work/*.log"; exit 1; }
         done
     done
     for round in $(seq 1 "$ROUNDS"); do
@@ -121,8 +119,8 @@ for W in $WORKERS_LIST; do
         printf '%s\t%s\t%s\n' "$W" "$t" "$total" >>"$rss"
     done
     kill "$kp" "$hp" 2>/dev/null || true
-    kill -QUIT "$np" 2>/dev/null || true
-    wait "$kp" "$hp" "$np" 2>/dev/null || true
+    kill -QUIT "$np" "$bp" 2>/dev/null || true
+    wait "$kp" "$hp" "$np" "$bp" 2>/dev/null || true
 done
 
 python3 "$here/lb/report.py" "$results" "$rss" "$repo/BENCHMARKS.md" "$DURATION" "$ROUNDS"

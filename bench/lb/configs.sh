@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Writes identical-intent configs for keepup-lb, HAProxy and nginx into DIR
-# for W worker threads/processes. Used by bench/lb.sh.
+# for W worker threads/processes, and the backends' config (one nginx
+# worker serving 3 small and 3 16 KiB ports). Used by bench/lb.sh.
+# Every proxy adds the same headers keepup adds: X-Forwarded-For,
+# X-Forwarded-Proto, X-Forwarded-Host and Forwarded.
 set -euo pipefail
 dir="$1"
 W="$2"
@@ -52,10 +55,16 @@ defaults
 frontend small
     bind 127.0.0.1:18281 backlog 4096
     option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Forwarded for=%[src];proto=http
     default_backend small
 frontend big
     bind 127.0.0.1:18282 backlog 4096
     option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Forwarded for=%[src];proto=http
     default_backend big
 frontend tcp
     mode tcp
@@ -115,6 +124,9 @@ EOT
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme";
         }
     }
 EOT
@@ -127,3 +139,36 @@ EOT
     echo "    server { listen 127.0.0.1:18383 reuseport backlog=4096; proxy_pass tcp; }"
     echo "}"
 } >"$dir/nginx.conf"
+
+# The backends: one nginx worker, a fixed 13-byte body on the small ports
+# and a 16 KiB file on the big ones (nginx is the cheapest HTTP server here
+# per request, so the proxies, not the backends, are what is measured).
+mkdir -p "$dir/www"
+head -c 16384 /dev/zero | tr '\0' x >"$dir/www/big.txt"
+{
+    cat <<EOT
+worker_processes 1;
+daemon off;
+pid $dir/backends.pid;
+error_log $dir/backends-error.log warn;
+worker_rlimit_nofile 18000;
+events { worker_connections 8000; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $dir/nginx-tmp/bbody;
+    proxy_temp_path $dir/nginx-tmp/bproxy;
+    fastcgi_temp_path $dir/nginx-tmp/bfastcgi;
+    uwsgi_temp_path $dir/nginx-tmp/buwsgi;
+    scgi_temp_path $dir/nginx-tmp/bscgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+EOT
+    for p in "${SMALL[@]}"; do
+        echo "    server { listen 127.0.0.1:$p backlog=4096; location / { default_type text/plain; return 200 \"hello, world\\n\"; } }"
+    done
+    for p in "${BIG[@]}"; do
+        echo "    server { listen 127.0.0.1:$p backlog=4096; location / { default_type text/plain; root $dir/www; try_files /big.txt =404; } }"
+    done
+    echo "}"
+} >"$dir/backends.conf"

@@ -23,6 +23,28 @@ pub(crate) fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// The clock for one selection: read at most once, and only when a
+/// backend is in slow start or passive cooldown (the common path reads none).
+#[derive(Debug, Default)]
+pub(crate) struct LazyNow(std::cell::Cell<u64>);
+
+impl LazyNow {
+    #[cfg(test)]
+    pub(crate) fn at(ms: u64) -> LazyNow {
+        LazyNow(std::cell::Cell::new(ms))
+    }
+    pub(crate) fn get(&self) -> u64 {
+        match self.0.get() {
+            0 => {
+                let n = now_ms();
+                self.0.set(n);
+                n
+            }
+            n => n,
+        }
+    }
+}
+
 /// One backend server.
 #[derive(Debug)]
 pub struct Backend {
@@ -117,13 +139,13 @@ impl Backend {
     }
 
     /// Weight in effect at `now` (ramped during slow start).
-    fn effective_weight(&self, now: u64, slow_start_ms: u64) -> u64 {
+    fn effective_weight(&self, now: &LazyNow, slow_start_ms: u64) -> u64 {
         let w = u64::from(self.weight.load(Ordering::Relaxed));
         let since = self.up_since_ms.load(Ordering::Relaxed);
         if slow_start_ms == 0 || since == 0 {
             return w;
         }
-        let elapsed = now.saturating_sub(since);
+        let elapsed = now.get().saturating_sub(since);
         if elapsed >= slow_start_ms {
             self.up_since_ms.store(0, Ordering::Relaxed);
             return w;
@@ -137,7 +159,7 @@ impl Backend {
             name: self.name.clone(),
             address: self.addr.to_string(),
             weight: self.weight.load(Ordering::Relaxed),
-            effective_weight: self.effective_weight(now_ms(), slow_start_ms) as u32,
+            effective_weight: self.effective_weight(&LazyNow::default(), slow_start_ms) as u32,
             healthy: self.is_healthy(),
             admin_state: self.admin_state(),
             active: self.active.load(Ordering::Relaxed),
@@ -323,7 +345,7 @@ impl Pool {
     }
 
     /// May `b` take new traffic at `now`? `sticky`: the client was pinned to it.
-    fn available(&self, b: &Backend, now: u64, sticky: bool) -> bool {
+    fn available(&self, b: &Backend, now: &LazyNow, sticky: bool) -> bool {
         match b.admin_state() {
             AdminState::Enabled => {}
             AdminState::Drain if sticky => {}
@@ -335,23 +357,23 @@ impl Pool {
         // Passively down without an active check: half-open after the cooldown.
         !self.has_active_check && {
             let at = b.retry_at_ms.load(Ordering::Relaxed);
-            at != 0 && now >= at
+            at != 0 && now.get() >= at
         }
     }
 
     /// The backend a sticky cookie value names, if it may still serve.
     pub(crate) fn sticky_backend(&self, value: &[u8]) -> Option<(usize, &Arc<Backend>)> {
-        let now = now_ms();
+        let now = LazyNow::default();
         self.backends
             .iter()
             .enumerate()
             .find(|(_, b)| b.name.as_bytes() == value)
-            .filter(|(_, b)| self.available(b, now, true))
+            .filter(|(_, b)| self.available(b, &now, true))
     }
 
     /// Picks a backend not in `tried` (a bit set of indices).
     pub fn select(&self, key: SelectKey<'_>, tried: u64) -> Option<(usize, &Arc<Backend>)> {
-        let now = now_ms();
+        let now = &LazyNow::default();
         let slow = self.cfg.slow_start_ms;
         let ok = |i: usize, b: &Backend| {
             tried & (1u64 << (i % 64)) == 0 && self.available(b, now, false)
@@ -685,8 +707,11 @@ mod test {
         b.set_healthy(false);
         b.set_healthy(true);
         let since = b.up_since_ms.load(Ordering::Relaxed);
-        assert_eq!(b.effective_weight(since, 10_000), 10);
-        assert_eq!(b.effective_weight(since + 5_000, 10_000), 55);
-        assert_eq!(b.effective_weight(since + 10_000, 10_000), 100);
+        assert_eq!(b.effective_weight(&LazyNow::at(since), 10_000), 10);
+        assert_eq!(b.effective_weight(&LazyNow::at(since + 5_000), 10_000), 55);
+        assert_eq!(
+            b.effective_weight(&LazyNow::at(since + 10_000), 10_000),
+            100
+        );
     }
 }

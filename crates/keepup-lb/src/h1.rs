@@ -22,11 +22,13 @@ use crate::upstream::RawUpstream;
 use crate::{FrontendRt, Settings};
 use keepup_config::LbAlgorithm;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,7 +41,7 @@ const RETRY_BODY_MAX: u64 = 64 * 1024;
 const MAX_HEADERS_CAP: usize = 256;
 /// A backend's response head larger than this is a bad gateway.
 const RESPONSE_HEAD_MAX: usize = 64 * 1024;
-/// Response buffers: one per request in flight, lent from a worker-local
+/// Response buffers: one per request in flight, taken from a worker-local
 /// free list, so idle keep-alive connections hold none.
 const RESPONSE_BUF: usize = 16 * 1024;
 /// The client read buffer's starting size; it grows up to `max_header_bytes`.
@@ -118,29 +120,75 @@ impl Buf {
     }
 }
 
-thread_local! {
-    static FREE_BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+/// Buffers kept for reuse per worker thread, by kind, so a new connection
+/// or request takes memory already touched instead of zeroed allocations.
+struct FreeLists {
+    client: Vec<Vec<u8>>,
+    response: Vec<Vec<u8>>,
+    out: Vec<Vec<u8>>,
 }
 
-/// A response buffer from this worker's free list.
-fn lease() -> Buf {
-    match FREE_BUFS.with(|f| f.borrow_mut().pop()) {
+/// Buffers of each kind kept at most (per worker).
+const FREE_MAX: usize = 256;
+/// Output buffers that grew beyond this (kept bodies) are not kept.
+const OUT_KEEP_MAX: usize = 16 * 1024;
+
+thread_local! {
+    static FREE: RefCell<FreeLists> = const {
+        RefCell::new(FreeLists { client: Vec::new(), response: Vec::new(), out: Vec::new() })
+    };
+}
+
+/// A read buffer of `size` bytes (CLIENT_BUF or RESPONSE_BUF) from this
+/// worker's free list.
+fn take_buf(size: usize) -> Buf {
+    let reused = FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        match size {
+            CLIENT_BUF => f.client.pop(),
+            RESPONSE_BUF => f.response.pop(),
+            _ => None,
+        }
+    });
+    match reused {
         Some(data) => Buf {
             data,
             start: 0,
             end: 0,
         },
-        None => Buf::new(RESPONSE_BUF),
+        None => Buf::new(size),
     }
 }
 
-/// Returns a response buffer to the free list (keeping at most 256).
-fn give_back(b: Buf) {
-    if b.data.len() == RESPONSE_BUF {
-        FREE_BUFS.with(|f| {
+/// Returns a read buffer to the free list unless it grew.
+fn give_buf(b: Buf) {
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        let list = match b.data.len() {
+            CLIENT_BUF => &mut f.client,
+            RESPONSE_BUF => &mut f.response,
+            _ => return,
+        };
+        if list.len() < FREE_MAX {
+            list.push(b.data);
+        }
+    });
+}
+
+/// An empty output buffer from the free list.
+fn take_out() -> Vec<u8> {
+    FREE.with(|f| f.borrow_mut().out.pop())
+        .unwrap_or_else(|| Vec::with_capacity(1024))
+}
+
+/// Returns an output buffer to the free list unless it grew large.
+fn give_out(mut v: Vec<u8>) {
+    if v.capacity() <= OUT_KEEP_MAX {
+        v.clear();
+        FREE.with(|f| {
             let mut f = f.borrow_mut();
-            if f.len() < 256 {
-                f.push(b.data);
+            if f.out.len() < FREE_MAX {
+                f.out.push(v);
             }
         });
     }
@@ -670,6 +718,34 @@ impl Chunked {
     }
 }
 
+/// `tokio::time::timeout` that reads the clock and arms a timer only when
+/// `fut` is not ready at once, as most reads and writes here are.
+async fn timed<F: Future>(dur: Duration, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => tokio::time::timeout(dur, fut).await,
+    }
+}
+
+/// Bodies up to this size are copied behind the head for a single `send`;
+/// larger ones go out with `writev`.
+const COPY_MAX: usize = 4 * 1024;
+
+/// Writes `head` then `body` with one system call where the stream allows:
+/// small bodies are appended to `head` (which is left holding both).
+async fn write_head_and<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    head: &mut Vec<u8>,
+    body: &[u8],
+) -> io::Result<()> {
+    if body.len() <= COPY_MAX {
+        head.extend_from_slice(body);
+        return w.write_all(head).await;
+    }
+    write_two(w, head, body).await
+}
+
 /// Writes `a` then `b` with as few system calls as the stream allows.
 async fn write_two<W: AsyncWrite + Unpin>(w: &mut W, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
     while !a.is_empty() {
@@ -745,9 +821,12 @@ struct Session<'a, C> {
 }
 
 /// Serves one HTTP/1.x client connection until it ends or the frontend
-/// closes (then after the request in flight).
+/// closes (then after the request in flight). `graceful_close`: shut the
+/// stream down before dropping it (TLS sends close_notify; a plain socket
+/// needs no extra system call, dropping it sends the FIN).
 pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     io: C,
+    graceful_close: bool,
     fe: &FrontendRt,
     client: &Client,
     up: &RawUpstream,
@@ -758,8 +837,8 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         fe,
         client,
         up,
-        inb: Buf::new(CLIENT_BUF),
-        out: Vec::with_capacity(1024),
+        inb: take_buf(CLIENT_BUF),
+        out: take_out(),
     };
     let mut first = true;
     loop {
@@ -777,7 +856,11 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
     }
-    let _ = s.io.shutdown().await;
+    if graceful_close {
+        let _ = s.io.shutdown().await;
+    }
+    give_buf(s.inb);
+    give_out(s.out);
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
@@ -822,7 +905,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 };
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout(wait, self.inb.read_from(&mut self.io)) => r,
+                    r = timed(wait, self.inb.read_from(&mut self.io)) => r,
                     _ = crate::closed(closing) => return None,
                 }
             } else {
@@ -944,8 +1027,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             tried |= bit;
             b.counters.requests.fetch_add(1, Relaxed);
             let flight = InFlight::new(b.clone());
-            let t0 = Instant::now();
-            let (mut bc, reused) = match self.up.get(b.addr, connect_timeout).await {
+            // Backend latency runs from the request head for the first
+            // try (no second clock read), from the retry for later ones.
+            let t0 = if attempt == 0 { start } else { Instant::now() };
+            let (mut bc, reused) = match self.up.get(b.addr, connect_timeout, start).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(backend = %b.name, "{e}");
@@ -971,22 +1056,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             {
                 Ok((next, reusable)) => {
                     if reusable {
-                        self.up.put(b.addr, bc);
+                        self.up.put(b.addr, bc, start);
                     }
                     drop(flight);
                     return next;
                 }
                 Err(Failure::Backend { unsent }) => {
-                    if unsent && reused {
-                        // A pooled connection the backend had closed: not a
-                        // failure of the backend, and it may be picked again.
+                    if reused {
+                        // A pooled connection the backend closed before
+                        // answering (its keep-alive ran out): not a failure
+                        // of the backend, and it may be picked again.
                         tried &= !bit;
                     } else {
                         b.counters.errors.fetch_add(1, Relaxed);
                         pool.observe_failure(&b);
                     }
                     failed = true;
-                    let again = kept && (unsent && reused || head.idempotent);
+                    let again = kept && (unsent || head.idempotent);
                     if !again || attempt + 1 == attempts {
                         break;
                     }
@@ -1041,7 +1127,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         self.fe.counters.bytes_in.fetch_add(take as u64, Relaxed);
         while left > 0 {
             self.inb.make_room(CLIENT_BUF);
-            match tokio::time::timeout(t, self.inb.read_from(&mut self.io)).await {
+            match timed(t, self.inb.read_from(&mut self.io)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(400),
                 Ok(Ok(_)) => {
                     let take = left.min(self.inb.len());
@@ -1071,7 +1157,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         start: Instant,
         t0: Instant,
     ) -> Result<(Next, bool), Failure> {
-        match tokio::time::timeout(t, bc.write_all(&self.out)).await {
+        match timed(t, bc.write_all(&self.out)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Failure::Backend { unsent: true }),
             Err(_) => return Err(Failure::Timeout),
@@ -1079,11 +1165,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         if !kept {
             self.stream_body(head.framing, bc, t).await?;
         }
-        let mut rb = lease();
+        let mut rb = take_buf(RESPONSE_BUF);
         let r = self
             .relay_response(head, s, b, bc, &mut rb, t, closing, start, t0)
             .await;
-        give_back(rb);
+        give_buf(rb);
         r
     }
 
@@ -1102,7 +1188,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 }
                 if self.inb.is_empty() {
                     self.inb.make_room(CLIENT_BUF);
-                    match tokio::time::timeout(t, self.inb.read_from(&mut self.io)).await {
+                    match timed(t, self.inb.read_from(&mut self.io)).await {
                         Ok(Ok(0)) | Ok(Err(_)) => break Err(Failure::Client(400)),
                         Ok(Ok(_)) => {}
                         Err(_) => break Err(Failure::Client(408)),
@@ -1148,7 +1234,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                             if !self.inb.make_room(CLIENT_BUF.max(CHUNK_LINE_MAX * 2)) {
                                 break Err(Failure::Client(400));
                             }
-                            match tokio::time::timeout(t, self.inb.read_from(&mut self.io)).await {
+                            match timed(t, self.inb.read_from(&mut self.io)).await {
                                 Ok(Ok(0)) | Ok(Err(_)) => break Err(Failure::Client(400)),
                                 Ok(Ok(_)) => {}
                                 Err(_) => break Err(Failure::Client(408)),
@@ -1200,7 +1286,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                     return Err(Failure::BadResponse);
                 }
             }
-            match tokio::time::timeout(t, rb.read_from(bc)).await {
+            match timed(t, rb.read_from(bc)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     return Err(if got_any {
                         Failure::BadResponse
@@ -1214,7 +1300,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         };
         rb.consume(resp.head_len);
         let pool = &s.pool;
-        b.counters.latency.observe(t0.elapsed());
+        let now = Instant::now();
+        b.counters
+            .latency
+            .observe(now.saturating_duration_since(t0));
         b.counters.status(resp.code);
         if resp.code >= 500 && pool.passive_5xx() {
             pool.observe_failure(b);
@@ -1222,17 +1311,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             pool.observe_success(b);
         }
         self.fe.counters.status(resp.code);
-        self.fe.counters.latency.observe(start.elapsed());
+        self.fe
+            .counters
+            .latency
+            .observe(now.saturating_duration_since(start));
 
         if resp.code == 101 {
             if !req.upgrade {
                 return Err(Failure::BadResponse);
             }
             self.out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
-            let head = std::mem::take(&mut self.out);
-            let _ = write_two(&mut self.io, &head, rb.filled()).await;
+            let _ = write_head_and(&mut self.io, &mut self.out, rb.filled()).await;
             rb.consume(rb.len());
-            self.out = head;
             if !self.inb.is_empty() {
                 if bc.write_all(self.inb.filled()).await.is_err() {
                     return Ok((Next::Close, false));
@@ -1314,7 +1404,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         sent: &mut u64,
     ) -> Result<bool, ()> {
         let first = usize::try_from(n).unwrap_or(usize::MAX).min(rb.len());
-        write_two(&mut self.io, &self.out, &rb.filled()[..first])
+        write_head_and(&mut self.io, &mut self.out, &rb.filled()[..first])
             .await
             .map_err(|_| ())?;
         rb.consume(first);
@@ -1322,7 +1412,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         let mut left = n - first as u64;
         while left > 0 {
             rb.make_room(RESPONSE_BUF);
-            match tokio::time::timeout(t, rb.read_from(bc)).await {
+            match timed(t, rb.read_from(bc)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(()),
                 Ok(Ok(_)) => {}
             }
@@ -1343,14 +1433,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         t: Duration,
         sent: &mut u64,
     ) -> Result<bool, ()> {
-        write_two(&mut self.io, &self.out, rb.filled())
+        write_head_and(&mut self.io, &mut self.out, rb.filled())
             .await
             .map_err(|_| ())?;
         *sent += rb.len() as u64;
         rb.consume(rb.len());
         loop {
             rb.make_room(RESPONSE_BUF);
-            match tokio::time::timeout(t, rb.read_from(bc)).await {
+            match timed(t, rb.read_from(bc)).await {
                 Ok(Ok(0)) => return Ok(false),
                 Ok(Err(_)) | Err(_) => return Err(()),
                 Ok(Ok(_)) => {}
@@ -1401,7 +1491,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                     if !rb.make_room(RESPONSE_BUF) {
                         return Err(());
                     }
-                    match tokio::time::timeout(t, rb.read_from(bc)).await {
+                    match timed(t, rb.read_from(bc)).await {
                         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(()),
                         Ok(Ok(_)) => {}
                     }

@@ -117,37 +117,62 @@ pub(crate) async fn serve(
         tls,
     };
     match &settings.tls {
-        None => h1::serve(stream, &fe, &client, &up.h1, &mut closing).await,
+        None => h1::serve(stream, false, &fe, &client, &up.h1, &mut closing).await,
+        // Boxed: the TLS and HTTP/2 states are large, and would otherwise
+        // make every plain connection's task as large (and copied on spawn).
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(hrt, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    fe.counters.errors.fetch_add(1, Relaxed);
-                    return;
-                }
-            };
-            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let (Ok(xff), Ok(fwd)) = (
-                    HeaderValue::from_str(&client.ip_text),
-                    HeaderValue::from_str(&client.forwarded),
-                ) else {
-                    return;
-                };
-                let conn = Arc::new(Conn {
-                    fe: fe.clone(),
-                    up: up.h2.clone(),
-                    client_ip: ip,
-                    tls,
-                    xff,
-                    forwarded: fwd,
-                });
-                serve_h2(TokioIo::new(tls_stream), conn, &settings, &mut closing).await
-            } else {
-                h1::serve(tls_stream, &fe, &client, &up.h1, &mut closing).await
-            }
+            Box::pin(serve_tls(
+                acceptor.clone(),
+                stream,
+                &fe,
+                &client,
+                &up,
+                &settings,
+                &mut closing,
+            ))
+            .await
         }
     }
     drop(guard);
+}
+
+/// A TLS client: handshake, then HTTP/2 or HTTP/1 as ALPN chose.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    fe: &Arc<FrontendRt>,
+    client: &h1::Client,
+    up: &Upstreams,
+    settings: &Settings,
+    closing: &mut watch::Receiver<bool>,
+) {
+    let hrt = settings.header_read_timeout();
+    let tls_stream = match tokio::time::timeout(hrt, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            fe.counters.errors.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let (Ok(xff), Ok(fwd)) = (
+            HeaderValue::from_str(&client.ip_text),
+            HeaderValue::from_str(&client.forwarded),
+        ) else {
+            return;
+        };
+        let conn = Arc::new(Conn {
+            fe: fe.clone(),
+            up: up.h2.clone(),
+            client_ip: client.ip,
+            tls: true,
+            xff,
+            forwarded: fwd,
+        });
+        serve_h2(TokioIo::new(tls_stream), conn, settings, closing).await
+    } else {
+        h1::serve(tls_stream, true, fe, client, &up.h1, closing).await
+    }
 }
 
 async fn serve_h2<I>(

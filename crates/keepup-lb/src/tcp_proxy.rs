@@ -1,9 +1,10 @@
 //! The TCP (layer 4) frontend: pick a backend by the client address, connect
 //! (trying the next backend when a connect fails), optionally send a PROXY
 //! header, then copy bytes both ways until either side closes or the
-//! connection is idle for `idle_timeout_ms`.
+//! connection is idle for `idle_timeout_ms` (closed between one and two
+//! timeouts after the last byte).
 
-use crate::backend::{now_ms, InFlight, SelectKey};
+use crate::backend::{InFlight, SelectKey};
 use crate::{proxy_protocol, ConnGuard, Settings};
 use keepup_config::ProxyProtocolVersion;
 use std::io;
@@ -107,28 +108,32 @@ pub(crate) async fn serve(
         fe.counters.errors.fetch_add(1, Relaxed);
         return;
     }
-    let last = Arc::new(AtomicU64::new(now_ms()));
+    let reads = Arc::new(AtomicU64::new(0));
     let mut a = Activity {
         inner: client,
-        last: last.clone(),
+        reads: reads.clone(),
     };
     let mut z = Activity {
         inner: conn,
-        last: last.clone(),
+        reads: reads.clone(),
     };
-    let idle = s.cfg.idle_timeout_ms.max(1);
+    let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut z, 16 * 1024, 16 * 1024);
     tokio::pin!(copy);
+    // Idle when no read made progress over a whole period: the connection
+    // closes between one and two idle timeouts after its last byte, and the
+    // copy loop reads no clock.
     let watchdog = async {
         loop {
-            let since = now_ms().saturating_sub(last.load(Relaxed));
-            if since >= idle {
+            let before = reads.load(Relaxed);
+            tokio::time::sleep(idle).await;
+            if reads.load(Relaxed) == before {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(idle - since)).await;
         }
     };
     tokio::select! {
+        biased;
         r = &mut copy => match r {
             Ok((up, down)) => {
                 fe.counters.bytes_in.fetch_add(up, Relaxed);
@@ -149,10 +154,10 @@ pub(crate) async fn serve(
     drop(guard);
 }
 
-/// Records the time of the last byte read on either side.
+/// Counts reads that brought bytes, on either side.
 struct Activity {
     inner: TcpStream,
-    last: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
 }
 
 impl AsyncRead for Activity {
@@ -164,7 +169,7 @@ impl AsyncRead for Activity {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.last.store(now_ms(), Relaxed);
+            self.reads.fetch_add(1, Relaxed);
         }
         r
     }

@@ -150,13 +150,15 @@ impl RawUpstream {
     }
 
     /// An idle connection to `addr` that the backend has not closed, else a
-    /// new one. `Ok((stream, reused))`.
+    /// new one. `now` is the caller's clock reading (no second one).
+    /// `Ok((stream, reused))`.
     pub(crate) async fn get(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<(TcpStream, bool), ConnectError> {
-        while let Some(s) = self.checkout(addr) {
+        while let Some(s) = self.checkout(addr, now) {
             // Nothing to read on an idle connection: WouldBlock means alive;
             // end of stream, stray bytes or an error mean it is unusable.
             let mut probe = [0u8; 1];
@@ -174,23 +176,24 @@ impl RawUpstream {
         Ok((stream, false))
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+    fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut g = self.idle.lock().ok()?;
         let v = g.get_mut(&addr)?;
         while let Some((s, since)) = v.pop() {
-            if since.elapsed() < IDLE_TIMEOUT {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT {
                 return Some(s);
             }
         }
         None
     }
 
-    /// Keeps a connection whose last response was read to the end.
-    pub(crate) fn put(&self, addr: SocketAddr, s: TcpStream) {
+    /// Keeps a connection whose last response was read to the end; `now`
+    /// is a recent clock reading of the caller's.
+    pub(crate) fn put(&self, addr: SocketAddr, s: TcpStream, now: Instant) {
         if let Ok(mut g) = self.idle.lock() {
             let v = g.entry(addr).or_default();
             if v.len() < MAX_IDLE {
-                v.push((s, Instant::now()));
+                v.push((s, now));
             }
         }
     }
