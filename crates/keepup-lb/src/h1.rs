@@ -43,7 +43,7 @@ const MAX_HEADERS_CAP: usize = 256;
 const RESPONSE_HEAD_MAX: usize = 64 * 1024;
 /// Response buffers: one per request in flight, taken from a worker-local
 /// free list, so idle keep-alive connections hold none.
-const RESPONSE_BUF: usize = 16 * 1024;
+const RESPONSE_BUF: usize = 32 * 1024;
 /// The client read buffer's starting size; it grows up to `max_header_bytes`.
 const CLIENT_BUF: usize = 4 * 1024;
 /// Chunk-size lines and trailers longer than this are refused.
@@ -1551,7 +1551,208 @@ mod test {
         assert_eq!(parse_length(b"9999999999999999999999"), None);
     }
 
+    fn pool() -> Pool {
+        let cfg = keepup_config::LbPool {
+            name: "p".into(),
+            algorithm: LbAlgorithm::RoundRobin,
+            hash_key: "uri".into(),
+            sticky_cookie: Some("SRV".into()),
+            slow_start_ms: 0,
+            passive_fall: 3,
+            passive_5xx: true,
+            passive_cooldown_ms: 10_000,
+            health: None,
+            backend: vec![keepup_config::LbBackend {
+                name: "web-1".into(),
+                address: "127.0.0.1:1000".into(),
+                weight: 100,
+                state: Default::default(),
+            }],
+        };
+        Pool::build(&cfg, None).unwrap()
+    }
+
+    fn client() -> Client {
+        Client {
+            ip: IpAddr::from([10, 77, 0, 9]),
+            ip_text: "10.77.0.9".into(),
+            forwarded: "for=10.77.0.9;proto=http".into(),
+            tls: false,
+        }
+    }
+
+    /// Parses `req` and returns the head sent to the backend, parsed again.
+    fn forwarded(req: &[u8]) -> Result<(RequestHead, Vec<(String, String)>, String), u16> {
+        let mut out = Vec::new();
+        let head = parse_request(req, 100, &client(), &pool(), &mut out)?.ok_or(0u16)?;
+        out.extend_from_slice(b"\r\n");
+        let mut hs = [httparse::EMPTY_HEADER; 128];
+        let mut r = httparse::Request::new(&mut hs);
+        assert!(
+            r.parse(&out).unwrap().is_complete(),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let line = format!("{} {}", r.method.unwrap(), r.path.unwrap());
+        let headers = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        Ok((head, headers, line))
+    }
+
+    fn values<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        h.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn request_head_rewrite() {
+        let (head, h, line) = forwarded(
+            b"GET http://example.org/a?b=1 HTTP/1.1\r\nHost: ignored\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nCookie: a=1; SRV=web-1\r\nAccept: */*\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(line, "GET /a?b=1");
+        assert_eq!(values(&h, "host"), ["example.org"]);
+        assert_eq!(values(&h, "x-forwarded-for"), ["1.2.3.4, 10.77.0.9"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["example.org"]);
+        assert_eq!(values(&h, "forwarded"), ["for=10.77.0.9;proto=http"]);
+        for gone in ["connection", "x-private", "keep-alive", "te"] {
+            assert!(values(&h, gone).is_empty(), "{gone} forwarded");
+        }
+        assert_eq!(values(&h, "accept"), ["*/*"]);
+        assert!(head.keep_alive && head.idempotent && head.framing == Framing::Empty);
+        assert_eq!(head.pinned.map(|(i, _)| i), Some(0));
+
+        let (head, h, _) =
+            forwarded(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert_eq!(values(&h, "transfer-encoding"), ["chunked"]);
+        assert!(values(&h, "content-length").is_empty());
+
+        for (bad, code) in [
+            (&b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..], 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+            (b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nFoo : bar\r\n\r\n", 400),
+        ] {
+            assert_eq!(forwarded(bad).err(), Some(code), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn response_head_rewrite() {
+        let req = forwarded(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().0;
+        let mut out = Vec::new();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nX-Keep: 1\r\n\r\n",
+            &req,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!r.reusable);
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 ok\r\n"));
+        assert!(text.contains("x-keep: 1"));
+        for gone in ["connection", "x-hop", "transfer-encoding", "content-length"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            &req,
+            &mut out
+        )
+        .is_err());
+    }
+
+    /// A header name and value that httparse accepts.
+    fn header() -> impl Strategy<Value = (String, String)> {
+        (
+            prop_oneof![
+                Just("Host".to_string()),
+                Just("Content-Length".to_string()),
+                Just("Transfer-Encoding".to_string()),
+                Just("Connection".to_string()),
+                Just("X-Forwarded-For".to_string()),
+                Just("Upgrade".to_string()),
+                Just("Expect".to_string()),
+                Just("Cookie".to_string()),
+                "[A-Za-z][A-Za-z0-9-]{0,12}",
+            ],
+            prop_oneof![
+                Just("chunked".to_string()),
+                Just("close".to_string()),
+                Just("upgrade".to_string()),
+                Just("5".to_string()),
+                Just("0".to_string()),
+                "[ -~]{0,20}",
+            ],
+        )
+    }
+
     proptest! {
+        // Whatever headers a request has, the head sent on is well formed,
+        // carries no hop-by-hop header, and frames the body exactly as
+        // decided: one Content-Length or one chunked coding, never both.
+        #[test]
+        fn forwarded_heads_are_canonical(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PUT")],
+            headers in proptest::collection::vec(header(), 0..12),
+            http10 in any::<bool>(),
+        ) {
+            let mut req = format!("{method} /p HTTP/1.{}\r\n", if http10 { 0 } else { 1 });
+            for (n, v) in &headers {
+                req.push_str(&format!("{n}: {v}\r\n"));
+            }
+            req.push_str("\r\n");
+            if let Ok((head, h, _)) = forwarded(req.as_bytes()) {
+                for hop in ["connection", "keep-alive", "te", "trailer", "proxy-connection", "expect"] {
+                    prop_assert!(values(&h, hop).is_empty() || (hop == "connection" && head.upgrade));
+                }
+                let cl = values(&h, "content-length");
+                let te = values(&h, "transfer-encoding");
+                prop_assert!(cl.len() <= 1 && te.len() <= 1 && !(cl.len() == 1 && te.len() == 1));
+                match head.framing {
+                    Framing::Chunked => prop_assert_eq!(te, vec!["chunked"]),
+                    Framing::Length(n) => {
+                        let n = n.to_string();
+                        prop_assert_eq!(cl, vec![n.as_str()]);
+                    }
+                    _ => prop_assert!(te.is_empty() && cl.iter().all(|v| *v == "0")),
+                }
+                prop_assert_eq!(values(&h, "x-forwarded-for").len(), 1);
+                prop_assert!(values(&h, "x-forwarded-for")[0].ends_with("10.77.0.9"));
+                prop_assert!(values(&h, "host").len() <= 1);
+            }
+        }
+
+        // Arbitrary bytes never panic either head parser.
+        #[test]
+        fn heads_from_garbage_never_panic(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = Vec::new();
+            if let Ok(Some(req)) = parse_request(&input, 100, &client(), &pool(), &mut out) {
+                let _ = parse_response(&input, &req, &mut out);
+            }
+            let req = forwarded(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().0;
+            let _ = parse_response(&input, &req, &mut out);
+        }
+
         // Any split of a chunked body into reads decodes to the same bytes.
         #[test]
         fn chunked_any_split(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..50), 0..6), cut in 0usize..400) {

@@ -356,7 +356,9 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
         let guard = ConnGuard::new(fe.clone());
         match fe.mode {
             LbMode::Http => {
-                tokio::spawn(http_proxy::serve(
+                // Boxed before spawning: the 2 KiB future is copied once
+                // into place instead of through every layer of the spawn.
+                tokio::spawn(Box::pin(http_proxy::serve(
                     guard,
                     settings,
                     stream,
@@ -364,7 +366,7 @@ async fn accept_loop(fe: Arc<FrontendRt>, l: std::net::TcpListener) {
                     up.clone(),
                     closing.clone(),
                     permit,
-                ));
+                )));
             }
             LbMode::Tcp => {
                 tokio::spawn(tcp_proxy::serve(guard, settings, stream, peer, permit));
