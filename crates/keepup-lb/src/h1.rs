@@ -1581,8 +1581,12 @@ mod test {
         }
     }
 
-    /// Parses `req` and returns the head sent to the backend, parsed again.
-    fn forwarded(req: &[u8]) -> Result<(RequestHead, Vec<(String, String)>, String), u16> {
+    /// Lower-case header names and their values.
+    type Headers = Vec<(String, String)>;
+
+    /// Parses `req` and returns the head sent to the backend, parsed again:
+    /// (what the proxy decided, the headers, "METHOD target").
+    fn forwarded(req: &[u8]) -> Result<(RequestHead, Headers, String), u16> {
         let mut out = Vec::new();
         let head = parse_request(req, 100, &client(), &pool(), &mut out)?.ok_or(0u16)?;
         out.extend_from_slice(b"\r\n");
