@@ -488,6 +488,12 @@ impl LbSection {
                     f.name, f.max_header_bytes
                 ));
             }
+            if !(1..=256).contains(&f.max_headers) {
+                out.push(format!(
+                    "frontend {:?}: max_headers {} must be between 1 and 256",
+                    f.name, f.max_headers
+                ));
+            }
         }
         out
     }

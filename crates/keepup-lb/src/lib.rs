@@ -6,14 +6,17 @@
 //! so they listen before this node owns the address) nor the HTTP API that
 //! exposes [`LbHandle`] (keepup-agent wires it).
 //!
-//! # Why hyper 1 on tokio
-//! hyper is the most used and best kept HTTP implementation in Rust (it sits
-//! under reqwest, axum, linkerd and many proxies), so we write no HTTP parser
-//! of our own: request smuggling defences, chunked coding and HTTP/2 are
-//! hyper's well-tested code. Its `server::conn` and `client::conn` layers give
-//! us the connection loop itself, so timeouts, graceful shutdown, PROXY
-//! protocol and TLS stay in our hands, which a framework would hide.
-//!
+//! # Why httparse, hyper and tokio
+//! HTTP/1 heads are parsed by `httparse` (the parser inside hyper), so we
+//! write no HTTP parser; the `h1` module is keepup's own connection loop
+//! around it: framing decisions (the smuggling rules), header rewriting and
+//! byte copying, with the backend connection driven inline. It replaced
+//! hyper's HTTP/1 server and client, whose task-and-channel per backend
+//! connection cost 2–4 µs of CPU per request more than HAProxy (see
+//! BENCHMARKS.md). HTTP/2 from clients (TLS + ALPN `h2`) runs on hyper's
+//! HTTP/2 server, the best kept HTTP/2 implementation in Rust. Timeouts,
+//! graceful shutdown, PROXY protocol and TLS stay in our hands either way.
+
 //! # Shape
 //! * `workers` OS threads, each running a single-threaded tokio runtime with
 //!   its own `SO_REUSEPORT` listener per frontend: no cross-thread wakeups on
