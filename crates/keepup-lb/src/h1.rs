@@ -41,8 +41,10 @@ const RETRY_BODY_MAX: u64 = 64 * 1024;
 const MAX_HEADERS_CAP: usize = 256;
 /// A backend's response head larger than this is a bad gateway.
 const RESPONSE_HEAD_MAX: usize = 64 * 1024;
-/// Response buffers: one per request in flight, taken from a worker-local
-/// free list, so idle keep-alive connections hold none.
+/// Response buffers: one per response being relayed (taken when the
+/// response starts to arrive), from a worker-local free list, so idle
+/// connections and requests waiting on a backend hold none. 32 KiB takes a
+/// 16 KiB body and its head in one read.
 const RESPONSE_BUF: usize = 32 * 1024;
 /// The client read buffer's starting size; it grows up to `max_header_bytes`.
 const CLIENT_BUF: usize = 4 * 1024;
@@ -128,8 +130,9 @@ struct FreeLists {
     out: Vec<Vec<u8>>,
 }
 
-/// Buffers of each kind kept at most (per worker).
-const FREE_MAX: usize = 256;
+/// Buffers of each kind kept at most (per worker): 64 response buffers are
+/// 2 MiB.
+const FREE_MAX: usize = 64;
 /// Output buffers that grew beyond this (kept bodies) are not kept.
 const OUT_KEEP_MAX: usize = 16 * 1024;
 
@@ -728,6 +731,15 @@ async fn timed<F: Future>(dur: Duration, fut: F) -> Result<F::Output, tokio::tim
     }
 }
 
+/// A client write bounded by `t` (the idle timeout): a client that stops
+/// reading is dropped instead of holding a backend connection forever.
+async fn bounded<T>(t: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match timed(t, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// Bodies up to this size are copied behind the head for a single `send`;
 /// larger ones go out with `writev`.
 const COPY_MAX: usize = 4 * 1024;
@@ -818,6 +830,8 @@ struct Session<'a, C> {
     up: &'a RawUpstream,
     inb: Buf,
     out: Vec<u8>,
+    /// Bound on each write to the client (`idle_timeout_ms`).
+    write_timeout: Duration,
 }
 
 /// Serves one HTTP/1.x client connection until it ends or the frontend
@@ -839,10 +853,12 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         up,
         inb: take_buf(CLIENT_BUF),
         out: take_out(),
+        write_timeout: Duration::ZERO,
     };
     let mut first = true;
     loop {
         let settings = fe.settings.load_full();
+        s.write_timeout = Duration::from_millis(settings.cfg.idle_timeout_ms.max(1));
         let head = match s.read_head(&settings, first, closing).await {
             Some(h) => h,
             None => break,
@@ -941,7 +957,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         self.fe.counters.errors.fetch_add(1, Relaxed);
         self.fe.counters.status(code);
         error_response(&mut self.out, code, true);
-        let _ = self.io.write_all(&self.out).await;
+        let _ = bounded(self.write_timeout, self.io.write_all(&self.out)).await;
         let _ = self.io.flush().await;
     }
 
@@ -950,7 +966,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         self.fe.counters.status(code);
         self.fe.counters.latency.observe(start.elapsed());
         error_response(&mut self.out, code, !keep);
-        let ok = self.io.write_all(&self.out).await.is_ok() && self.io.flush().await.is_ok();
+        let ok = bounded(self.write_timeout, self.io.write_all(&self.out))
+            .await
+            .is_ok()
+            && self.io.flush().await.is_ok();
         if ok && keep {
             Next::KeepAlive
         } else {
@@ -1165,6 +1184,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         if !kept {
             self.stream_body(head.framing, bc, t).await?;
         }
+        // The buffer is taken once the response starts to arrive, so
+        // requests waiting on a slow backend hold none.
+        match timed(t, bc.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Failure::Backend { unsent: false }),
+            Err(_) => return Err(Failure::Timeout),
+        }
         let mut rb = take_buf(RESPONSE_BUF);
         let r = self
             .relay_response(head, s, b, bc, &mut rb, t, closing, start, t0)
@@ -1272,7 +1298,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                         rb.consume(r.head_len);
                         if !req.http10 {
                             self.out.extend_from_slice(b"\r\n");
-                            if self.io.write_all(&self.out).await.is_err() {
+                            if bounded(self.write_timeout, self.io.write_all(&self.out))
+                                .await
+                                .is_err()
+                            {
                                 return Err(Failure::Client(400));
                             }
                         }
@@ -1321,7 +1350,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 return Err(Failure::BadResponse);
             }
             self.out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
-            let _ = write_head_and(&mut self.io, &mut self.out, rb.filled()).await;
+            let _ = bounded(
+                self.write_timeout,
+                write_head_and(&mut self.io, &mut self.out, rb.filled()),
+            )
+            .await;
             rb.consume(rb.len());
             if !self.inb.is_empty() {
                 if bc.write_all(self.inb.filled()).await.is_err() {
@@ -1366,7 +1399,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
 
         let mut body_bytes = 0u64;
         let result = match resp.framing {
-            Framing::Empty => match self.io.write_all(&self.out).await {
+            Framing::Empty => match bounded(self.write_timeout, self.io.write_all(&self.out)).await
+            {
                 Ok(()) => Ok(true),
                 Err(_) => Err(()),
             },
@@ -1404,9 +1438,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         sent: &mut u64,
     ) -> Result<bool, ()> {
         let first = usize::try_from(n).unwrap_or(usize::MAX).min(rb.len());
-        write_head_and(&mut self.io, &mut self.out, &rb.filled()[..first])
-            .await
-            .map_err(|_| ())?;
+        bounded(
+            self.write_timeout,
+            write_head_and(&mut self.io, &mut self.out, &rb.filled()[..first]),
+        )
+        .await
+        .map_err(|_| ())?;
         rb.consume(first);
         *sent += first as u64;
         let mut left = n - first as u64;
@@ -1417,7 +1454,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 Ok(Ok(_)) => {}
             }
             let k = usize::try_from(left).unwrap_or(usize::MAX).min(rb.len());
-            self.io.write_all(&rb.filled()[..k]).await.map_err(|_| ())?;
+            bounded(self.write_timeout, self.io.write_all(&rb.filled()[..k]))
+                .await
+                .map_err(|_| ())?;
             rb.consume(k);
             left -= k as u64;
             *sent += k as u64;
@@ -1433,9 +1472,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         t: Duration,
         sent: &mut u64,
     ) -> Result<bool, ()> {
-        write_head_and(&mut self.io, &mut self.out, rb.filled())
-            .await
-            .map_err(|_| ())?;
+        bounded(
+            self.write_timeout,
+            write_head_and(&mut self.io, &mut self.out, rb.filled()),
+        )
+        .await
+        .map_err(|_| ())?;
         *sent += rb.len() as u64;
         rb.consume(rb.len());
         loop {
@@ -1445,7 +1487,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 Ok(Err(_)) | Err(_) => return Err(()),
                 Ok(Ok(_)) => {}
             }
-            self.io.write_all(rb.filled()).await.map_err(|_| ())?;
+            bounded(self.write_timeout, self.io.write_all(rb.filled()))
+                .await
+                .map_err(|_| ())?;
             *sent += rb.len() as u64;
             rb.consume(rb.len());
         }
@@ -1480,12 +1524,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                     if chunk_out {
                         self.out.extend_from_slice(b"0\r\n\r\n");
                     }
-                    self.io.write_all(&self.out).await.map_err(|_| ())?;
+                    bounded(self.write_timeout, self.io.write_all(&self.out))
+                        .await
+                        .map_err(|_| ())?;
                     return Ok(true);
                 }
                 ChunkStep::NeedMore => {
                     if !self.out.is_empty() {
-                        self.io.write_all(&self.out).await.map_err(|_| ())?;
+                        bounded(self.write_timeout, self.io.write_all(&self.out))
+                            .await
+                            .map_err(|_| ())?;
                         self.out.clear();
                     }
                     if !rb.make_room(RESPONSE_BUF) {

@@ -262,3 +262,46 @@ async fn chunked_and_close_delimited_responses() {
     lb2.shutdown(Duration::from_secs(1)).await;
     lb3.shutdown(Duration::from_secs(1)).await;
 }
+
+// A client that stops reading a long response is dropped after
+// `idle_timeout_ms`, and with it the backend connection (no slow reader
+// holds a backend forever).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
+            .await;
+        let chunk = vec![b'x'; 64 * 1024];
+        let start = tokio::time::Instant::now();
+        while s.write_all(&chunk).await.is_ok() {}
+        let _ = tx.send(start.elapsed());
+    });
+    let lb = keepup_lb::start(&section(&format!(
+        "[[frontend]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\nidle_timeout_ms = 300\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"{b}\"\n"
+    )))
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut c, b"\r\n\r\n").await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    // Stop reading; the proxy must give up on this client.
+    let stalled_for = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("backend connection still open 10 s after the client stopped reading")
+        .unwrap();
+    assert!(stalled_for < Duration::from_secs(10));
+    drop(c);
+    lb.shutdown(Duration::from_secs(1)).await;
+}
