@@ -57,12 +57,14 @@ port() { # tool scenario
     case "$2" in ka64 | ka512 | close) echo $((base + 81)) ;; body16k) echo $((base + 82)) ;; tcp) echo $((base + 83)) ;; esac
 }
 
-# CPU time (user + system, clock ticks) of a process and its children's threads.
+# CPU time (clock ticks) of a process and its children's threads: user +
+# system, or user only with a second argument "user".
 cpu_ticks() {
-    local total=0 q f
+    local total=0 q f expr='$14 + $15'
+    [ "${2:-}" = user ] && expr='$14'
     for q in "$1" $(pgrep -P "$1" || true); do
         for f in /proc/"$q"/task/*/stat; do
-            [ -e "$f" ] && total=$((total + $(awk '{print $14 + $15}' "$f")))
+            [ -e "$f" ] && total=$((total + $(awk "{print $expr}" "$f")))
         done
     done
     echo "$total"
@@ -101,11 +103,13 @@ for W in $WORKERS_LIST; do
                 out="$work/wrk-$W-$round-$s-$t.txt"
                 case $t in keepup) p=$kp ;; haproxy) p=$hp ;; nginx) p=$np ;; esac
                 c0=$(cpu_ticks "$p")
+                u0=$(cpu_ticks "$p" user)
                 $PIN_WRK wrk -t"$WRK_T" -c"$conns" -d"${DURATION}s" --latency "${extra[@]}" \
                     "http://127.0.0.1:$(port $t $s)/" >"$out" 2>&1 || true
                 c1=$(cpu_ticks "$p")
-                python3 "$here/lb/parse_wrk.py" "$out" "$W" "$round" "$s" "$t" "$((c1 - c0))" >>"$results"
-                tail -1 "$results" | awk -F'\t' '{printf "  w%s r%s %-8s %-8s %10.0f req/s  p50 %-8s p99 %-8s errors %-4s cpu/req %s us\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+                u1=$(cpu_ticks "$p" user)
+                python3 "$here/lb/parse_wrk.py" "$out" "$W" "$round" "$s" "$t" "$((c1 - c0))" "$((u1 - u0))" >>"$results"
+                tail -1 "$results" | awk -F'\t' '{printf "  w%s r%s %-8s %-8s %10.0f req/s  p50 %-8s p99 %-8s errors %-4s cpu/req %s us (user %s)\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}'
             done
         done
     done

@@ -1,11 +1,12 @@
 """Turns one wrk --latency output into a TSV line:
 workers, round, scenario, tool, req/s, p50, p99, errors (non-2xx + socket
-errors), proxy CPU microseconds per request (from the clock ticks given)."""
+errors), proxy CPU microseconds per request, and of those the user-space
+part (from the clock ticks given: all, user)."""
 import os
 import re
 import sys
 
-path, workers, rnd, scenario, tool, ticks = sys.argv[1:7]
+path, workers, rnd, scenario, tool, ticks, user_ticks = sys.argv[1:8]
 text = open(path, errors="replace").read()
 
 
@@ -30,9 +31,11 @@ if m:
     errors += int(m.group(1)) + int(m.group(3)) + int(m.group(4))
 m = re.search(r"(\d+) requests in", text)
 total = int(m.group(1)) if m else 0
-cpu_per_req = (
-    "%.2f" % (int(ticks) * 1e6 / os.sysconf("SC_CLK_TCK") / total) if total else "nan"
+per_req = lambda t: (
+    "%.2f" % (int(t) * 1e6 / os.sysconf("SC_CLK_TCK") / total) if total else "nan"
 )
+cpu_per_req = per_req(ticks)
+user_per_req = per_req(user_ticks)
 print(
     "\t".join(
         [
@@ -45,6 +48,7 @@ print(
             "%.3f" % dur(p99.group(1)) if p99 else "nan",
             str(errors),
             cpu_per_req,
+            user_per_req,
         ]
     )
 )
