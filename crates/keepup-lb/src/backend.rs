@@ -472,6 +472,13 @@ impl Pool {
         }
     }
 
+    /// A connection error or timeout on `b`: counted in its errors and
+    /// toward passive health.
+    pub(crate) fn backend_error(&self, b: &Backend) {
+        b.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.observe_failure(b);
+    }
+
     /// Passive health: a connection error, timeout or (with `passive_5xx`) 5xx.
     pub(crate) fn observe_failure(&self, b: &Backend) {
         let n = b.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;

@@ -1053,8 +1053,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(backend = %b.name, "{e}");
-                    b.counters.errors.fetch_add(1, Relaxed);
-                    pool.observe_failure(&b);
+                    pool.backend_error(&b);
                     failed = true;
                     continue;
                 }
@@ -1087,8 +1086,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                         // of the backend, and it may be picked again.
                         tried &= !bit;
                     } else {
-                        b.counters.errors.fetch_add(1, Relaxed);
-                        pool.observe_failure(&b);
+                        pool.backend_error(&b);
                     }
                     failed = true;
                     let again = kept && (unsent || head.idempotent);
@@ -1100,13 +1098,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                     return self.answer_error(code, false, start).await;
                 }
                 Err(Failure::Timeout) => {
-                    b.counters.errors.fetch_add(1, Relaxed);
-                    pool.observe_failure(&b);
+                    pool.backend_error(&b);
                     return self.answer_error(504, kept && head.keep_alive, start).await;
                 }
                 Err(Failure::BadResponse) => {
-                    b.counters.errors.fetch_add(1, Relaxed);
-                    pool.observe_failure(&b);
+                    pool.backend_error(&b);
                     return self.answer_error(502, false, start).await;
                 }
             }

@@ -469,8 +469,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(backend = %b.name, "{e}");
-                b.counters.errors.fetch_add(1, Relaxed);
-                pool.observe_failure(&b);
+                pool.backend_error(&b);
                 failed = true;
                 unsent = Some(r);
                 continue;
@@ -526,8 +525,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
                     // failure of the backend, and it may be picked again.
                     tried &= !(1u64 << (idx % 64));
                 } else {
-                    b.counters.errors.fetch_add(1, Relaxed);
-                    pool.observe_failure(&b);
+                    pool.backend_error(&b);
                 }
                 failed = true;
                 match never_left {
@@ -537,8 +535,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
                 }
             }
             Err(_) => {
-                b.counters.errors.fetch_add(1, Relaxed);
-                pool.observe_failure(&b);
+                pool.backend_error(&b);
                 return error(StatusCode::GATEWAY_TIMEOUT, false);
             }
         }

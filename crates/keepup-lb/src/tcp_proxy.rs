@@ -80,12 +80,10 @@ pub(crate) async fn serve(
             }
             Ok(Err(e)) => {
                 tracing::debug!(backend = %b.name, "connect: {e}");
-                b.counters.errors.fetch_add(1, Relaxed);
-                pool.observe_failure(&b);
+                pool.backend_error(&b);
             }
             Err(_) => {
-                b.counters.errors.fetch_add(1, Relaxed);
-                pool.observe_failure(&b);
+                pool.backend_error(&b);
             }
         }
     }
