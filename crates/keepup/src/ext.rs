@@ -258,7 +258,15 @@ impl DbPrimary {
         Ok(())
     }
     async fn do_start(&self) -> Result<(), keepup_resource::ResourceError> {
-        let st = keepup_db::observe(&self.section).await;
+        // The group usually moves because the primary's node died: a dead
+        // server must not cost the full connect timeout here (1 s by
+        // default). A live one on the LAN answers within milliseconds; the
+        // cap is the one promote_after_failure's last look uses.
+        let mut quick = self.section.clone();
+        quick.connect_timeout_ms = quick
+            .connect_timeout_ms
+            .min(keepup_db::DEAD_PROBE_TIMEOUT_MS);
+        let st = keepup_db::observe(&quick).await;
         let me = st
             .server(&self.server)
             .ok_or_else(|| self.err("start", "server missing from status"))?;
