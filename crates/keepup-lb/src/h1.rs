@@ -1359,7 +1359,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 self.inb.consume(self.inb.len());
             }
             let _ = self.io.flush().await;
-            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut self.io, bc).await {
+            // A tunnel now (WebSocket): closed after idle_timeout_ms without
+            // a byte either way, like a TCP frontend's connection.
+            let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
+            if let crate::tcp_proxy::Relayed::Closed(up, down) =
+                crate::tcp_proxy::relay(&mut self.io, bc, idle).await
+            {
                 self.fe.counters.bytes_in.fetch_add(up, Relaxed);
                 self.fe.counters.bytes_out.fetch_add(down, Relaxed);
             }

@@ -106,21 +106,56 @@ pub(crate) async fn serve(
         fe.counters.errors.fetch_add(1, Relaxed);
         return;
     }
-    let reads = Arc::new(AtomicU64::new(0));
+    let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
+    match relay(&mut client, &mut conn, idle).await {
+        Relayed::Closed(up, down) => {
+            fe.counters.bytes_in.fetch_add(up, Relaxed);
+            fe.counters.bytes_out.fetch_add(down, Relaxed);
+            b.counters.bytes_in.fetch_add(up, Relaxed);
+            b.counters.bytes_out.fetch_add(down, Relaxed);
+            fe.counters.status(200);
+        }
+        Relayed::Failed => {
+            fe.counters.errors.fetch_add(1, Relaxed);
+        }
+        Relayed::Idle => {
+            tracing::debug!(frontend = %fe.name, "idle TCP connection closed");
+        }
+    }
+    drop(flight);
+    drop(guard);
+}
+
+/// How a relay ended.
+pub(crate) enum Relayed {
+    /// Both sides closed: bytes client → backend, backend → client.
+    Closed(u64, u64),
+    /// A read or write failed.
+    Failed,
+    /// No byte either way for an idle period.
+    Idle,
+}
+
+/// Copies bytes both ways between `a` (the client) and `z` (the backend)
+/// until both close, one fails, or nothing moves for one to two `idle`
+/// periods (the copy loop reads no clock: a watchdog counts reads). Used by
+/// TCP frontends and by HTTP connections after `101 Switching Protocols`.
+pub(crate) async fn relay<A, Z>(a: &mut A, z: &mut Z, idle: Duration) -> Relayed
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    Z: AsyncRead + AsyncWrite + Unpin,
+{
+    let reads = AtomicU64::new(0);
     let mut a = Activity {
-        inner: client,
-        reads: reads.clone(),
+        inner: a,
+        reads: &reads,
     };
     let mut z = Activity {
-        inner: conn,
-        reads: reads.clone(),
+        inner: z,
+        reads: &reads,
     };
-    let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut z, 16 * 1024, 16 * 1024);
     tokio::pin!(copy);
-    // Idle when no read made progress over a whole period: the connection
-    // closes between one and two idle timeouts after its last byte, and the
-    // copy loop reads no clock.
     let watchdog = async {
         loop {
             let before = reads.load(Relaxed);
@@ -133,39 +168,27 @@ pub(crate) async fn serve(
     tokio::select! {
         biased;
         r = &mut copy => match r {
-            Ok((up, down)) => {
-                fe.counters.bytes_in.fetch_add(up, Relaxed);
-                fe.counters.bytes_out.fetch_add(down, Relaxed);
-                b.counters.bytes_in.fetch_add(up, Relaxed);
-                b.counters.bytes_out.fetch_add(down, Relaxed);
-                fe.counters.status(200);
-            }
-            Err(_) => {
-                fe.counters.errors.fetch_add(1, Relaxed);
-            }
+            Ok((up, down)) => Relayed::Closed(up, down),
+            Err(_) => Relayed::Failed,
         },
-        _ = watchdog => {
-            tracing::debug!(frontend = %fe.name, "idle TCP connection closed");
-        }
+        _ = watchdog => Relayed::Idle,
     }
-    drop(flight);
-    drop(guard);
 }
 
 /// Counts reads that brought bytes, on either side.
-struct Activity {
-    inner: TcpStream,
-    reads: Arc<AtomicU64>,
+struct Activity<'a, T> {
+    inner: &'a mut T,
+    reads: &'a AtomicU64,
 }
 
-impl AsyncRead for Activity {
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<'_, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.reads.fetch_add(1, Relaxed);
         }
@@ -173,18 +196,18 @@ impl AsyncRead for Activity {
     }
 }
 
-impl AsyncWrite for Activity {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<'_, T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut *self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }

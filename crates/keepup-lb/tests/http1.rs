@@ -305,3 +305,39 @@ async fn a_client_that_stops_reading_is_dropped() {
     drop(c);
     lb.shutdown(Duration::from_secs(1)).await;
 }
+
+// An upgraded connection that goes silent is closed after one to two
+// idle_timeout_ms periods, like a TCP frontend's.
+#[tokio::test]
+async fn idle_websocket_tunnel_is_closed() {
+    let (b, _heads) = raw_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    let lb = keepup_lb::start(&section(&format!(
+        "[[frontend]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\nidle_timeout_ms = 300\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"{b}\"\n"
+    )))
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_until(&mut c, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    c.write_all(b"hello").await.unwrap();
+    assert!(read_until(&mut c, b"hello").await.ends_with("hello"));
+    let t0 = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "silent tunnel still open after 5 s");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+    lb.shutdown(Duration::from_secs(1)).await;
+}
