@@ -199,6 +199,7 @@ impl keepup_agent::ResourceFactory for DbExtension {
                 server,
                 monitor: std::time::Duration::from_millis(d.monitor_interval_ms),
                 timeout: std::time::Duration::from_millis(d.timeout_ms),
+                read_only_checks: std::sync::atomic::AtomicU32::new(0),
             }) as Box<dyn keepup_resource::Resource>),
             None => Err(keepup_resource::ResourceError::Config {
                 resource: cfg.describe(),
@@ -219,14 +220,18 @@ impl keepup_agent::ResourceFactory for DbExtension {
 ///   logs applied), which must pick this server, else the start fails and the
 ///   group moves on to the node of the server that was picked.
 /// - stop: `read_only = ON` (a server that is down takes no writes anyway).
-/// - monitor: the server answers and is writable; a switchover done outside
-///   the agent makes it read-only, the monitor fails, and the group (with its
-///   writer IP) follows the new primary.
+/// - monitor: the server answers and is writable; after a switchover done
+///   outside the agent (this server read-only, another one the writable
+///   primary) the monitor fails and the group (with its writer IP) follows
+///   the new primary; read-only with no other primary fails after three
+///   checks.
 struct DbPrimary {
     section: keepup_config::DatabaseSection,
     server: String,
     monitor: std::time::Duration,
     timeout: std::time::Duration,
+    /// Consecutive monitor checks that found this server read-only.
+    read_only_checks: std::sync::atomic::AtomicU32,
 }
 
 impl DbPrimary {
@@ -405,12 +410,30 @@ impl keepup_resource::Resource for DbPrimary {
                 .await
                 .map_err(|e| self.err("monitor", e.to_string()))?;
             db.close().await;
-            if ro == "1" || ro.eq_ignore_ascii_case("on") {
-                Ok(keepup_resource::Health::Failed(
-                    "no longer the writable primary (switched over?)".into(),
-                ))
-            } else {
-                Ok(keepup_resource::Health::Running)
+            use std::sync::atomic::Ordering::Relaxed;
+            if !(ro == "1" || ro.eq_ignore_ascii_case("on")) {
+                self.read_only_checks.store(0, Relaxed);
+                return Ok(keepup_resource::Health::Running);
+            }
+            // Read-only: follow a switchover only once it has finished (another
+            // server is the writable primary). Failing while it is still
+            // under way let the group move to a node whose server was not
+            // primary yet, whose start then failed, and the group came back
+            // here and switched the primary back.
+            let n = self.read_only_checks.fetch_add(1, Relaxed) + 1;
+            let mut quick = self.section.clone();
+            quick.connect_timeout_ms = quick
+                .connect_timeout_ms
+                .min(keepup_db::DEAD_PROBE_TIMEOUT_MS);
+            let st = keepup_db::observe(&quick).await;
+            match st.primary {
+                Some(p) if p != self.server => Ok(keepup_resource::Health::Failed(format!(
+                    "{p} is the writable primary now (switched over)"
+                ))),
+                _ if n >= 3 => Ok(keepup_resource::Health::Failed(
+                    "read-only for three checks and no other server is the writable primary".into(),
+                )),
+                _ => Ok(keepup_resource::Health::Running),
             }
         })
     }

@@ -209,3 +209,47 @@ fn killed_primary_mariadbd_is_replaced_through_the_agents_monitor() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Database issue: "switchover: a planned move of the primary, with no
+// transaction lost, and the writer endpoint follows". `keepup db switchover`
+// moves the primary at the database level; the db-primary monitor on the
+// old primary's node then sees its server read-only, and the group with the
+// writer VIP moves to the new primary's node, which finds its server already
+// primary.
+#[test]
+fn switchover_moves_the_writer_vip_with_the_primary() {
+    let Some(Site {
+        c,
+        db_a: _db_a,
+        _db_b,
+        dir,
+    }) = site("dbswitch")
+    else {
+        return;
+    };
+    let cfg = c.config.to_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let out = c.lab.run(
+        "a",
+        lab::keepup(),
+        &["-c", &cfg, "db", "switchover", "--to", "db-b"],
+    );
+    assert!(out.is_ok(), "keepup db switchover: {out:?}");
+    c.wait_acquired("b", Duration::from_secs(20));
+    let first = first_write(&c, t0);
+    eprintln!("switchover: writer VIP on b, first write after {first:?}");
+    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    assert_eq!(rows.trim(), "20", "no row lost in the switchover");
+    assert_eq!(
+        sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap().trim(),
+        "0"
+    );
+    assert_eq!(
+        sql(&c, "10.77.0.1", "SELECT @@read_only").unwrap().trim(),
+        "1"
+    );
+    // The old primary now replicates from the new one.
+    let io = sql(&c, "10.77.0.1", "SHOW SLAVE STATUS").unwrap();
+    assert!(io.contains("10.77.0.2"), "db-a follows db-b: {io}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
