@@ -125,11 +125,7 @@ async fn websocket_upgrade_is_tunnelled() {
 // trailer) and larger than the retry buffer arrive whole.
 #[tokio::test]
 async fn chunked_and_large_request_bodies_arrive_whole() {
-    let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let (_a, lb, addr) = one_backend_lb().await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhel")
         .await
@@ -159,13 +155,8 @@ async fn chunked_and_large_request_bodies_arrive_whole() {
 // the body, then the backend's answer.
 #[tokio::test]
 async fn expect_continue() {
-    let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let mut c = TcpStream::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let (_a, lb, addr) = one_backend_lb().await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         .await
         .unwrap();
@@ -177,7 +168,7 @@ async fn expect_continue() {
     assert!(t.to_ascii_lowercase().contains("x-body-len: 5"), "{t}");
     // An expectation this proxy cannot meet.
     let t = raw(
-        lb.local_addr("web").unwrap(),
+        addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
         WAIT,
     )
@@ -190,11 +181,7 @@ async fn expect_continue() {
 // answered in order on one connection.
 #[tokio::test]
 async fn http10_and_pipelining() {
-    let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let (a, lb, addr) = one_backend_lb().await;
     let t = raw(addr, b"GET / HTTP/1.0\r\n\r\n", WAIT).await;
     assert_eq!(status_of(&t), 200, "{t}");
     assert!(t.to_ascii_lowercase().contains("connection: close"), "{t}");

@@ -131,6 +131,17 @@ impl Drop for TestBackend {
     }
 }
 
+/// Backend "a" (weight 100) behind an HTTP frontend "web" with default
+/// settings: the backend, the running load balancer, and its address.
+pub async fn one_backend_lb() -> (TestBackend, keepup_lb::LbHandle, SocketAddr) {
+    let a = TestBackend::start("a").await;
+    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
+        .await
+        .unwrap();
+    let addr = lb.local_addr("web").unwrap();
+    (a, lb, addr)
+}
+
 /// Parses an `[lb]` section written as TOML (without the `[lb]` line prefix).
 pub fn section(toml_text: &str) -> LbSection {
     let s: LbSection = toml::from_str(toml_text).unwrap();
