@@ -217,6 +217,26 @@ pub async fn promote_after_failure(
     section: &DatabaseSection,
     dead_primary: &str,
 ) -> Result<PromotionReport, DbError> {
+    promote(section, dead_primary, true).await
+}
+
+/// [`promote_after_failure`] for a caller that has just seen `dead_primary`
+/// fail to answer within [`DEAD_PROBE_TIMEOUT_MS`] (the cluster agent's
+/// db-primary resource does, to choose between switchover and promotion):
+/// the promotion's own last look at it is skipped, which saves that timeout
+/// again after a power failure.
+pub async fn promote_after_failure_seen_down(
+    section: &DatabaseSection,
+    dead_primary: &str,
+) -> Result<PromotionReport, DbError> {
+    promote(section, dead_primary, false).await
+}
+
+async fn promote(
+    section: &DatabaseSection,
+    dead_primary: &str,
+    last_look: bool,
+) -> Result<PromotionReport, DbError> {
     let t0 = Instant::now();
     check_section(section)?;
     let dead = section
@@ -230,6 +250,9 @@ pub async fn promote_after_failure(
     for (i, s) in section.server.iter().enumerate() {
         let (section, s) = (section.clone(), s.clone());
         let is_dead = s.name == dead.name;
+        if is_dead && !last_look {
+            continue;
+        }
         set.spawn(async move {
             if is_dead {
                 let mut short = section.clone();

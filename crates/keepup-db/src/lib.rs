@@ -77,7 +77,9 @@ mod switchover;
 
 pub use checksum::{checksum, ChecksumReport};
 pub use error::DbError;
-pub use failover::{promote_after_failure, PromotionReport, DEAD_PROBE_TIMEOUT_MS};
+pub use failover::{
+    promote_after_failure, promote_after_failure_seen_down, PromotionReport, DEAD_PROBE_TIMEOUT_MS,
+};
 pub use observe::{
     identify_primary, observe, prometheus, render, write_heartbeat, DbStatus, ReplicationThreads,
     Role, SemiSync, ServerStatus, KEEPUP_SCHEMA,

@@ -351,7 +351,8 @@ impl DbPrimary {
         }
     }
     async fn promote(&self, dead: &str) -> Result<(), keepup_resource::ResourceError> {
-        let r = keepup_db::promote_after_failure(&self.section, dead)
+        // do_start has just seen `dead` not answer within the probe cap.
+        let r = keepup_db::promote_after_failure_seen_down(&self.section, dead)
             .await
             .map_err(|e| self.err("start", format!("promotion after {dead} died: {e}")))?;
         tracing::info!(
