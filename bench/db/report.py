@@ -77,7 +77,7 @@ lines.append("These are not like-for-like: the figures above are for real networ
              f"{min(r['promote_ms'] for r in allr):.0f}–{max(r['promote_ms'] for r in allr):.0f} ms here) is of the same "
              "nature in all these tools: stop replication, open the most advanced replica, repoint the rest.")
 lines.append("")
-lines.append("Through the agents (not part of this benchmark: `crates/keepup/tests/database.rs`, two node namespaces, semi-sync, 20 acknowledged rows before each failure, all present after): a power failure of the primary's node (link down, all its processes killed, so no TCP reset) → first write through the writer IP in 0.48–0.53 s over 5 runs, of which 0.25 s detection and 0.3 s probing the dead server once (it was 2.7 s: MariaDB's `STOP SLAVE IO_THREAD` waited 2 s for an IO thread blocked on the vanished primary; keepup now kills that thread first, and probes the dead server once instead of twice); kill -9 of the primary's mariadbd → about 0.1 s.")
+lines.append("Through the agents (not part of this benchmark: `crates/keepup/tests/database.rs`, two node namespaces, semi-sync, 20 acknowledged rows before each failure, all present after): a power failure of the primary's node (link down, all its processes killed, so no TCP reset) → first write through the writer IP in 0.48–0.53 s over 5 runs, of which 0.2 s detection (the lab's dead time) and 0.3 s probing the dead server once (it was 2.7 s: MariaDB's `STOP SLAVE IO_THREAD` waited 2 s for an IO thread blocked on the vanished primary; keepup now kills that thread first, and probes the dead server once instead of twice); kill -9 of the primary's mariadbd → about 0.1 s.")
 lines.append("")
 section = "\n".join(lines) + "\n"
 
