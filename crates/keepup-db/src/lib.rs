@@ -12,7 +12,8 @@
 //! - [`switchover`]: planned move of the primary with no transaction lost.
 //! - [`promote_after_failure`]: what the cluster agent calls once the primary
 //!   is agreed dead: promote the most advanced replica ([`plan`] holds the
-//!   pure planner), repoint the others.
+//!   pure planner), repoint the others ([`promote_after_failure_seen_down`]
+//!   when the caller has just seen the old primary not answer).
 //! - [`checksum`]: table checksums across servers (divergence finder).
 //! - [`local_server`]: launches throw-away `mariadbd`s for tests and `keepup demo`.
 //!
