@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# program -> Debian package
+# program -> Debian package (gcc: the C compiler `ring` builds with and
+# the linker rustc calls; procps: the `kill` the tests run)
 need=(
+  "cc gcc"
+  "kill procps"
   "ip iproute2"
   "nft nftables"
   "ping iputils-ping"
