@@ -21,15 +21,8 @@ fn counts(bs: &[&TestBackend]) -> Vec<usize> {
 // Issue 3: "each algorithm's distribution" — weighted round-robin.
 #[tokio::test]
 async fn round_robin_follows_weights_exactly() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 300), (&b, 100), (&c, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let [a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb("", "", &[(&a, 300), (&b, 100), (&c, 100)])).await;
     let cl = client();
     for _ in 0..500 {
         let (code, _, _) = get(&cl, addr, "/", &[]).await.unwrap();
@@ -51,19 +44,13 @@ async fn round_robin_follows_weights_exactly() {
 // Least-connections: concurrent slow requests spread evenly by in-flight count.
 #[tokio::test]
 async fn least_connections_spreads_in_flight_requests() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb(
+    let [a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "",
         "algorithm = \"least-connections\"",
         &[(&a, 100), (&b, 100), (&c, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let mut tasks = Vec::new();
     for i in 0..9 {
         tasks.push(tokio::spawn(async move {
@@ -104,19 +91,13 @@ async fn get_as(addr: std::net::SocketAddr, client_ip: &str, path: &str) -> Stri
 // Also covers accepting PROXY protocol from a trusted upstream.
 #[tokio::test]
 async fn source_hash_pins_clients_and_spreads_them() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb(
+    let [a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "trusted_proxies = [\"127.0.0.0/8\"]",
         "algorithm = \"source-hash\"",
         &[(&a, 100), (&b, 100), (&c, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let first = get_as(addr, "10.9.8.7", "/").await;
     for _ in 0..5 {
         assert_eq!(get_as(addr, "10.9.8.7", "/").await, first);
@@ -145,19 +126,13 @@ async fn source_hash_pins_clients_and_spreads_them() {
 // backend out moves only that backend's paths.
 #[tokio::test]
 async fn consistent_hash_keeps_keys_when_a_backend_leaves() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb(
+    let [a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "",
         "algorithm = \"consistent-hash\"\nhash_key = \"uri\"",
         &[(&a, 100), (&b, 100), (&c, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let cl = client();
     let mut before = Vec::new();
     for i in 0..90 {
@@ -190,19 +165,13 @@ async fn consistent_hash_keeps_keys_when_a_backend_leaves() {
 // Sticky sessions by cookie, and drain/maintenance semantics for them.
 #[tokio::test]
 async fn sticky_cookie_pins_and_drain_keeps_sticky_clients() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb(
+    let [a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "",
         "sticky_cookie = \"SRV\"",
         &[(&a, 100), (&b, 100), (&c, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let cl = client();
     let (_, first, cookie) = get(&cl, addr, "/", &[]).await.unwrap();
     let cookie = cookie.unwrap();
@@ -238,15 +207,12 @@ async fn sticky_cookie_pins_and_drain_keeps_sticky_clients() {
 // Active HTTP health checks with rise/fall; status shows transitions.
 #[tokio::test]
 async fn health_check_takes_a_backend_down_and_back_up() {
-    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
-    let lb = keepup_lb::start(&http_lb(
+    let [a, b] = backends(["a", "b"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "",
         "slow_start_ms = 60000\n[pool.health]\ntype = \"http\"\npath = \"/health\"\nexpect_status = [200, 299]\ninterval_ms = 50\ntimeout_ms = 500\nrise = 2\nfall = 2",
         &[(&a, 100), (&b, 100)],
-    ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    )).await;
     a.healthy.store(false, Ordering::SeqCst);
     let lb2 = lb.clone();
     assert!(
@@ -288,19 +254,13 @@ async fn health_check_takes_a_backend_down_and_back_up() {
 // dead backend are retried on another one.
 #[tokio::test]
 async fn backend_killed_under_load_fails_no_get() {
-    let (mut a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
-    let lb = keepup_lb::start(&http_lb(
+    let [mut a, b, c] = backends(["a", "b", "c"]).await;
+    let (lb, addr) = start_lb(&http_lb(
         "",
         "passive_fall = 2",
         &[(&a, 100), (&b, 100), (&c, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -339,11 +299,8 @@ async fn backend_killed_under_load_fails_no_get() {
 // Drain: in-flight requests finish, no new ones arrive.
 #[tokio::test]
 async fn drain_lets_in_flight_finish_and_sends_nothing_new() {
-    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100), (&b, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let [a, b] = backends(["a", "b"]).await;
+    let (lb, addr) = start_lb(&http_lb("", "", &[(&a, 100), (&b, 100)])).await;
     // Round-robin starts at a: this slow request is in flight on a.
     let slow = tokio::spawn(async move { get(&client(), addr, "/slow", &[]).await });
     let lb2 = lb.clone();
@@ -379,11 +336,7 @@ async fn drain_lets_in_flight_finish_and_sends_nothing_new() {
 // while the pool changes; the new backend gets traffic afterwards.
 #[tokio::test]
 async fn reload_under_load_drops_no_connection() {
-    let (a, b, c) = (
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
-    );
+    let [a, b, c] = backends(["a", "b", "c"]).await;
     let v1 = http_lb("", "", &[(&a, 100), (&b, 100)]);
     let lb = keepup_lb::start(&v1).await.unwrap();
     let addr = lb.local_addr("web").unwrap();
@@ -451,10 +404,7 @@ async fn reload_under_load_drops_no_connection() {
 #[tokio::test]
 async fn forwarding_headers() {
     let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let (lb, addr) = start_lb(&http_lb("", "", &[(&a, 100)])).await;
     let cl = client();
     get(
         &cl,
@@ -483,14 +433,12 @@ async fn forwarding_headers() {
 #[tokio::test]
 async fn error_statuses() {
     let mut a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb(
+    let (lb, addr) = start_lb(&http_lb(
         "backend_timeout_ms = 300",
         "passive_fall = 0",
         &[(&a, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let cl = client();
     assert_eq!(get(&cl, addr, "/fail", &[]).await.unwrap().0, 500);
     assert_eq!(get(&cl, addr, "/very-slow", &[]).await.unwrap().0, 504);
@@ -510,14 +458,12 @@ async fn error_statuses() {
 #[tokio::test]
 async fn hostile_inputs_get_proper_statuses() {
     let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb(
+    let (lb, addr) = start_lb(&http_lb(
         "header_read_timeout_ms = 300\nmax_header_bytes = 8192\nmax_headers = 20",
         "",
         &[(&a, 100)],
     ))
-    .await
-    .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    .await;
     let w = Duration::from_secs(3);
     // Smuggling: both Content-Length and Transfer-Encoding is refused with
     // 400 and the connection closes, so neither the request nor the one
@@ -614,10 +560,7 @@ async fn hostile_inputs_get_proper_statuses() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight() {
     let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let (lb, addr) = start_lb(&http_lb("", "", &[(&a, 100)])).await;
     let slow = tokio::spawn(async move { get(&client(), addr, "/slow", &[]).await });
     let lb2 = lb.clone();
     assert!(
@@ -732,10 +675,7 @@ async fn tcp_mode_skips_dead_backend() {
 #[tokio::test]
 async fn max_connections_queues_further_clients() {
     let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("max_connections = 1", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let (lb, addr) = start_lb(&http_lb("max_connections = 1", "", &[(&a, 100)])).await;
     let mut first = TcpStream::connect(addr).await.unwrap();
     first
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -830,7 +770,7 @@ async fn reload_adds_and_removes_frontends() {
 // Active TCP health check: a backend whose port closes goes down.
 #[tokio::test]
 async fn tcp_health_check_detects_a_closed_port() {
-    let (mut a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let [mut a, b] = backends(["a", "b"]).await;
     let lb = keepup_lb::start(&http_lb(
         "",
         "[pool.health]\ntype = \"tcp\"\ninterval_ms = 50\ntimeout_ms = 300\nrise = 1\nfall = 1",

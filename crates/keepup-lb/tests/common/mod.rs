@@ -131,14 +131,30 @@ impl Drop for TestBackend {
     }
 }
 
+/// Starts one test backend per name.
+pub async fn backends<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
+    let mut out = Vec::with_capacity(N);
+    for n in names {
+        out.push(TestBackend::start(n).await);
+    }
+    match out.try_into() {
+        Ok(a) => a,
+        Err(_) => unreachable!("N backends were started"),
+    }
+}
+
+/// Starts a load balancer and returns it with the address of its frontend "web".
+pub async fn start_lb(section: &LbSection) -> (keepup_lb::LbHandle, SocketAddr) {
+    let lb = keepup_lb::start(section).await.unwrap();
+    let addr = lb.local_addr("web").unwrap();
+    (lb, addr)
+}
+
 /// Backend "a" (weight 100) behind an HTTP frontend "web" with default
 /// settings: the backend, the running load balancer, and its address.
 pub async fn one_backend_lb() -> (TestBackend, keepup_lb::LbHandle, SocketAddr) {
-    let a = TestBackend::start("a").await;
-    let lb = keepup_lb::start(&http_lb("", "", &[(&a, 100)]))
-        .await
-        .unwrap();
-    let addr = lb.local_addr("web").unwrap();
+    let [a] = backends(["a"]).await;
+    let (lb, addr) = start_lb(&http_lb("", "", &[(&a, 100)])).await;
     (a, lb, addr)
 }
 
