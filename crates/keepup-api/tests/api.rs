@@ -68,6 +68,18 @@ impl Backend for Fake {
     }
 }
 
+const TOKEN: &str = "s3cret-token-0123";
+
+/// POSTs `body` to `url` with the bearer token.
+async fn post_with_token(c: &reqwest::Client, url: String, body: &str) -> reqwest::Response {
+    c.post(url)
+        .bearer_auth(TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn start(token: Option<&str>) -> (String, Arc<Fake>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -145,7 +157,7 @@ async fn schema_check_notices_a_broken_document() {
 
 #[tokio::test]
 async fn control_needs_the_token_and_refusals_are_409() {
-    let (base, fake) = start(Some("s3cret-token-0123")).await;
+    let (base, fake) = start(Some(TOKEN)).await;
     let c = reqwest::Client::new();
     let r = c.post(format!("{base}/v1/online")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -156,43 +168,22 @@ async fn control_needs_the_token_and_refusals_are_409() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c
-        .post(format!("{base}/v1/online"))
-        .bearer_auth("s3cret-token-0123")
-        .send()
-        .await
-        .unwrap();
+    let r = post_with_token(&c, format!("{base}/v1/online"), "").await;
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(format!("{base}/v1/standby"))
-        .bearer_auth("s3cret-token-0123")
-        .send()
-        .await
-        .unwrap();
+    let r = post_with_token(&c, format!("{base}/v1/standby"), "").await;
     assert_eq!(r.status(), 409);
     let body: ControlResponse = r.json().await.unwrap();
     assert!(body.message.contains("refused"));
-    let r = c
-        .post(format!("{base}/v1/lb/backends/web/web-2/drain"))
-        .bearer_auth("s3cret-token-0123")
-        .send()
-        .await
-        .unwrap();
+    let r = post_with_token(&c, format!("{base}/v1/lb/backends/web/web-2/drain"), "").await;
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(format!("{base}/v1/control"))
-        .bearer_auth("s3cret-token-0123")
-        .body("{\"request\":\"teleport\"}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_with_token(
+        &c,
+        format!("{base}/v1/control"),
+        "{\"request\":\"teleport\"}",
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    let r = c
-        .post(format!("{base}/v1/nope"))
-        .bearer_auth("s3cret-token-0123")
-        .send()
-        .await
-        .unwrap();
+    let r = post_with_token(&c, format!("{base}/v1/nope"), "").await;
     assert_eq!(r.status(), 404);
     let seen = fake.seen.lock().unwrap().clone();
     assert_eq!(
