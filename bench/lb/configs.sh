@@ -86,6 +86,13 @@ EOT
 } >"$dir/haproxy.cfg"
 
 mkdir -p "$dir/nginx-tmp"
+# nginx's temp directories under DIR (prefix PREFIX), one line each.
+temp_paths() {
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        printf '    %s_temp_path %s/nginx-tmp/%s%s;\n' "$t" "$dir" "$1" "${t%_body}"
+    done
+}
 {
     cat <<EOT
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -97,11 +104,7 @@ worker_rlimit_nofile 18000;
 events { worker_connections 8000; multi_accept on; }
 http {
     access_log off;
-    client_body_temp_path $dir/nginx-tmp/body;
-    proxy_temp_path $dir/nginx-tmp/proxy;
-    fastcgi_temp_path $dir/nginx-tmp/fastcgi;
-    uwsgi_temp_path $dir/nginx-tmp/uwsgi;
-    scgi_temp_path $dir/nginx-tmp/scgi;
+$(temp_paths "")
     keepalive_requests 100000000;
     keepalive_timeout 60s;
 EOT
@@ -156,11 +159,7 @@ events { worker_connections 8000; }
 http {
     access_log off;
     sendfile on;
-    client_body_temp_path $dir/nginx-tmp/bbody;
-    proxy_temp_path $dir/nginx-tmp/bproxy;
-    fastcgi_temp_path $dir/nginx-tmp/bfastcgi;
-    uwsgi_temp_path $dir/nginx-tmp/buwsgi;
-    scgi_temp_path $dir/nginx-tmp/bscgi;
+$(temp_paths b)
     keepalive_requests 100000000;
     keepalive_timeout 60s;
 EOT
