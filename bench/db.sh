@@ -22,11 +22,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 RUNS="${RUNS:-20}"
 
-if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
-    echo "installing mariadb-server mariadb-client"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null
-fi
+. "$repo/scripts/packages.sh"
+ensure_packages "mariadbd mariadb-server mariadb-client"
 
 echo "building the benchmark (release)"
 (cd "$repo" && cargo build --release -q -p keepup-db --example db_bench)

@@ -21,19 +21,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v curl >/dev/null || need+=(curl)
-command -v unshare >/dev/null || need+=(util-linux)
-command -v keepalived >/dev/null || need+=(keepalived)
-command -v stress-ng >/dev/null || need+=(stress-ng)
-[ -x /usr/libexec/heartbeat/heartbeat ] || need+=(heartbeat)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
-fi
+. scripts/packages.sh
+ensure_packages "ip iproute2" "nft nftables" "curl curl" "unshare util-linux" \
+    "keepalived keepalived" "stress-ng stress-ng" "/usr/libexec/heartbeat/heartbeat heartbeat"
 
 cargo build --release -p keepup -p keepup-bench
 target="${CARGO_TARGET_DIR:-target}/release"

@@ -22,17 +22,9 @@ DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 WORKERS_LIST="${WORKERS_LIST:-1 2}"
 
-need=()
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v curl >/dev/null || need+=(curl)
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
-if [ "${#need[@]}" -gt 0 ]; then
-    echo "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$repo/scripts/packages.sh"
+ensure_packages "haproxy haproxy" "nginx nginx" "wrk wrk" "curl curl" \
+    "/usr/lib/nginx/modules/ngx_stream_module.so libnginx-mod-stream"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "building keepup-lb (release)"
