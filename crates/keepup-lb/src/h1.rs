@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 /// Bodies up to this size are read whole before sending, so the request
 /// can be sent again to another backend.
-const RETRY_BODY_MAX: u64 = 64 * 1024;
+pub(crate) const RETRY_BODY_MAX: u64 = 64 * 1024;
 /// The most headers a head may have, whatever `max_headers` says.
 const MAX_HEADERS_CAP: usize = 256;
 /// A backend's response head larger than this is a bad gateway.

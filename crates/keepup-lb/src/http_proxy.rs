@@ -10,7 +10,7 @@
 //! never reached one or is idempotent (bodies up to 64 KiB are kept for that).
 
 use crate::backend::{HashKey, InFlight, SelectKey};
-use crate::h1;
+use crate::h1::{self, RETRY_BODY_MAX};
 use crate::upstream::{Lent, RawUpstream, Upstream};
 use crate::{ConnGuard, FrontendRt, Settings};
 use bytes::Bytes;
@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-
-/// Bodies up to this size are buffered so the request can be retried.
-const RETRY_BODY_MAX: u64 = 64 * 1024;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -1,11 +1,12 @@
-//! Keep-alive connections to backends, one small pool per worker and
-//! frontend, built on hyper's connection-level HTTP/1.1 client.
+//! Keep-alive connections to backends, one small pool per worker: raw
+//! streams for the HTTP/1 engine (`h1`, which drives each connection itself),
+//! and hyper connection-level HTTP/1.1 senders for HTTP/2 clients.
 //!
 //! Why not hyper-util's pooled `Client`: it hashes a scheme+authority key,
 //! spawns a task per request to hand the connection back, and on failure
 //! gives no way to learn whether the request left. `SendRequest::try_send_request`
 //! returns an unsent request, so a dead pooled connection costs a retry, not
-//! an error. A worker runs on one thread, so the lock here is never contended.
+//! an error. A worker runs on one thread, so the locks here are never contended.
 
 use crate::http_proxy::ProxyBody;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -33,67 +34,86 @@ pub(crate) enum ConnectError {
     Handshake(SocketAddr, hyper::Error),
 }
 
-type Sender = SendRequest<ProxyBody>;
-
-/// A per-worker pool of backend connections.
-#[derive(Debug)]
-pub(crate) struct Upstream {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+/// A new TCP connection to a backend, with `TCP_NODELAY`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
-impl Upstream {
-    pub(crate) fn new() -> Arc<Upstream> {
-        Arc::new(Upstream {
+/// Idle connections of one kind, by backend address, most recent last.
+#[derive(Debug)]
+struct IdlePool<T> {
+    idle: Mutex<HashMap<SocketAddr, Vec<(T, Instant)>>>,
+}
+
+impl<T> IdlePool<T> {
+    fn new() -> IdlePool<T> {
+        IdlePool {
             idle: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    /// A live idle connection to `addr`: the most recently used one that is
-    /// ready now, else the most recent one still finishing its last response.
-    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+    /// The most recent idle connection to `addr` that `prefer` likes, else
+    /// the most recent one, if it is `alive` and younger than the idle
+    /// timeout at `now`; the others met on the way are dropped (closed).
+    fn take(
+        &self,
+        addr: SocketAddr,
+        now: Instant,
+        prefer: impl Fn(&T) -> bool,
+        alive: impl Fn(&T) -> bool,
+    ) -> Option<T> {
         let mut g = self.idle.lock().ok()?;
         let v = g.get_mut(&addr)?;
         loop {
             let i = v
                 .iter()
-                .rposition(|(s, _)| s.is_ready())
+                .rposition(|(t, _)| prefer(t))
                 .or_else(|| v.len().checked_sub(1))?;
-            let (s, since) = v.swap_remove(i);
-            if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(s);
+            let (t, since) = v.swap_remove(i);
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && alive(&t) {
+                return Some(t);
             }
         }
+    }
+
+    /// Keeps a connection whose last response was read to the end; `now`
+    /// is a recent clock reading of the caller's.
+    fn put(&self, addr: SocketAddr, t: T, now: Instant) {
+        if let Ok(mut g) = self.idle.lock() {
+            let v = g.entry(addr).or_default();
+            if v.len() < MAX_IDLE {
+                v.push((t, now));
+            }
+        }
+    }
+}
+
+type Sender = SendRequest<ProxyBody>;
+
+/// A per-worker pool of hyper senders (the HTTP/2 path).
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pool: IdlePool<Sender>,
+}
+
+impl Upstream {
+    pub(crate) fn new() -> Arc<Upstream> {
+        Arc::new(Upstream {
+            pool: IdlePool::new(),
+        })
     }
 
     /// Returns a connection whose last response was read to the end.
     pub(crate) fn checkin(&self, addr: SocketAddr, s: Sender) {
-        if s.is_closed() {
-            return;
+        if !s.is_closed() {
+            self.pool.put(addr, s, Instant::now());
         }
-        if let Ok(mut g) = self.idle.lock() {
-            let v = g.entry(addr).or_default();
-            if v.len() < MAX_IDLE {
-                v.push((s, Instant::now()));
-            }
-        }
-    }
-
-    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-            Err(_) => return Err(ConnectError::Timeout(addr)),
-        };
-        let _ = stream.set_nodelay(true);
-        let (s, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(s)
     }
 
     /// A connection ready to take a request: a pooled one if any is alive,
@@ -103,7 +123,12 @@ impl Upstream {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(Sender, bool), ConnectError> {
-        while let Some(mut s) = self.checkout(addr) {
+        // Prefer one that is ready now over one still finishing its last
+        // response.
+        while let Some(mut s) = self
+            .pool
+            .take(addr, Instant::now(), Sender::is_ready, |s| !s.is_closed())
+        {
             // A connection checked in at the end of a body may still be
             // finishing that response; ready() waits for that, or fails if
             // the backend closed it meanwhile.
@@ -111,7 +136,16 @@ impl Upstream {
                 return Ok((s, true));
             }
         }
-        Ok((self.connect(addr, connect_timeout).await?, false))
+        let stream = connect(addr, connect_timeout).await?;
+        let (s, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((s, false))
     }
 }
 
@@ -135,17 +169,17 @@ impl Drop for Lent {
     }
 }
 
-/// A per-worker pool of idle backend connections for the HTTP/1 engine
-/// (`h1`), which drives each connection itself: no task, no channel.
+/// A per-worker pool of idle backend streams for the HTTP/1 engine (`h1`),
+/// which drives each connection itself: no task, no channel.
 #[derive(Debug)]
 pub(crate) struct RawUpstream {
-    idle: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+    pool: IdlePool<TcpStream>,
 }
 
 impl RawUpstream {
     pub(crate) fn new() -> Arc<RawUpstream> {
         Arc::new(RawUpstream {
-            idle: Mutex::new(HashMap::new()),
+            pool: IdlePool::new(),
         })
     }
 
@@ -158,43 +192,21 @@ impl RawUpstream {
         connect_timeout: Duration,
         now: Instant,
     ) -> Result<(TcpStream, bool), ConnectError> {
-        while let Some(s) = self.checkout(addr, now) {
-            // Nothing to read on an idle connection: WouldBlock means alive;
-            // end of stream, stray bytes or an error mean it is unusable.
+        // Nothing to read on an idle connection: WouldBlock means alive; end
+        // of stream, stray bytes or an error mean it is unusable.
+        let alive = |s: &TcpStream| {
             let mut probe = [0u8; 1];
-            if matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
-                return Ok((s, true));
-            }
-        }
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-            Err(_) => return Err(ConnectError::Timeout(addr)),
+            matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         };
-        let _ = stream.set_nodelay(true);
-        Ok((stream, false))
-    }
-
-    fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
-        let mut g = self.idle.lock().ok()?;
-        let v = g.get_mut(&addr)?;
-        while let Some((s, since)) = v.pop() {
-            if now.saturating_duration_since(since) < IDLE_TIMEOUT {
-                return Some(s);
-            }
+        if let Some(s) = self.pool.take(addr, now, |_| true, alive) {
+            return Ok((s, true));
         }
-        None
+        Ok((connect(addr, connect_timeout).await?, false))
     }
 
     /// Keeps a connection whose last response was read to the end; `now`
     /// is a recent clock reading of the caller's.
     pub(crate) fn put(&self, addr: SocketAddr, s: TcpStream, now: Instant) {
-        if let Ok(mut g) = self.idle.lock() {
-            let v = g.entry(addr).or_default();
-            if v.len() < MAX_IDLE {
-                v.push((s, now));
-            }
-        }
+        self.pool.put(addr, s, now);
     }
 }
