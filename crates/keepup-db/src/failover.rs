@@ -45,6 +45,15 @@ pub struct PromotionReport {
 /// not answer (a live MariaDB on the LAN accepts in milliseconds).
 pub const DEAD_PROBE_TIMEOUT_MS: u64 = 300;
 
+/// `section` with its connect timeout capped at [`DEAD_PROBE_TIMEOUT_MS`]:
+/// for looks at the servers while one of them is presumed dead, so the dead
+/// one costs no more than that.
+pub fn with_dead_probe_timeout(section: &DatabaseSection) -> DatabaseSection {
+    let mut quick = section.clone();
+    quick.connect_timeout_ms = quick.connect_timeout_ms.min(DEAD_PROBE_TIMEOUT_MS);
+    quick
+}
+
 struct Probe {
     idx: usize,
     db: Db,
@@ -255,9 +264,7 @@ async fn promote(
         }
         set.spawn(async move {
             if is_dead {
-                let mut short = section.clone();
-                short.connect_timeout_ms = short.connect_timeout_ms.min(DEAD_PROBE_TIMEOUT_MS);
-                let r = match Db::connect(&short, &s).await {
+                let r = match Db::connect(&with_dead_probe_timeout(&section), &s).await {
                     Ok(mut db) => {
                         let ro = db.global("read_only").await.unwrap_or_default();
                         db.close().await;

@@ -267,11 +267,7 @@ impl DbPrimary {
         // server must not cost the full connect timeout here (1 s by
         // default). A live one on the LAN answers within milliseconds; the
         // cap is the one promote_after_failure's last look uses.
-        let mut quick = self.section.clone();
-        quick.connect_timeout_ms = quick
-            .connect_timeout_ms
-            .min(keepup_db::DEAD_PROBE_TIMEOUT_MS);
-        let st = keepup_db::observe(&quick).await;
+        let st = keepup_db::observe(&keepup_db::with_dead_probe_timeout(&self.section)).await;
         let me = st
             .server(&self.server)
             .ok_or_else(|| self.err("start", "server missing from status"))?;
@@ -422,11 +418,7 @@ impl keepup_resource::Resource for DbPrimary {
             // primary yet, whose start then failed, and the group came back
             // here and switched the primary back.
             let n = self.read_only_checks.fetch_add(1, Relaxed) + 1;
-            let mut quick = self.section.clone();
-            quick.connect_timeout_ms = quick
-                .connect_timeout_ms
-                .min(keepup_db::DEAD_PROBE_TIMEOUT_MS);
-            let st = keepup_db::observe(&quick).await;
+            let st = keepup_db::observe(&keepup_db::with_dead_probe_timeout(&self.section)).await;
             match st.primary {
                 Some(p) if p != self.server => Ok(keepup_resource::Health::Failed(format!(
                     "{p} is the writable primary now (switched over)"
