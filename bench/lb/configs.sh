@@ -52,20 +52,20 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 60s
     maxconn 8000
-frontend small
-    bind 127.0.0.1:18281 backlog 4096
+EOT
+    for fe in "small 18281" "big 18282"; do
+        set -- $fe
+        cat <<EOT
+frontend $1
+    bind 127.0.0.1:$2 backlog 4096
     option forwardfor
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-request add-header Forwarded for=%[src];proto=http
-    default_backend small
-frontend big
-    bind 127.0.0.1:18282 backlog 4096
-    option forwardfor
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request add-header Forwarded for=%[src];proto=http
-    default_backend big
+    default_backend $1
+EOT
+    done
+    cat <<EOT
 frontend tcp
     mode tcp
     bind 127.0.0.1:18283 backlog 4096
