@@ -20,7 +20,8 @@ ensure_packages \
   "mariadbd mariadb-server" \
   "mariadb mariadb-client" \
   "mariadb-backup mariadb-backup" \
-  "chromium chromium" ||
+  "chromium chromium" \
+  "faketime faketime" ||
   echo "tests that need them will say SKIPPED" >&2
 # mariadb-server's package may start a system server; keepup's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mariadb >/dev/null 2>&1 || true; fi

@@ -9,13 +9,17 @@
 
 use crate::shared::Shared;
 use anyhow::Context;
-use keepup_cluster::{Action, Core, ResourceOutcome, Spec};
+use keepup_cluster::{Action, Boot, Core, ResourceOutcome, Spec};
 use keepup_config::Config;
-use keepup_wire::{decode, encode, DropReason, Key, Packet, ReplayGuard, MAX_PACKET};
+use keepup_wire::{
+    decode_frame, encode, encode_raft, DropReason, Frame, Key, Packet, RaftPacket, ReplayGuard,
+    MAX_RAFT_PACKET,
+};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,6 +46,15 @@ pub enum Command {
         /// Where to send the result.
         reply: mpsc::Sender<Result<(), String>>,
     },
+    /// An operator cleared a failed stop (`keepup cleanup GROUP`).
+    Cleanup {
+        /// The group.
+        group: String,
+        /// Where to send the result.
+        reply: mpsc::Sender<Result<String, String>>,
+    },
+    /// The link a group's resources use carries again.
+    LinkRestored(String),
     /// Release everything, tell the peers, exit.
     Shutdown,
 }
@@ -49,10 +62,19 @@ pub enum Command {
 /// A resource operation the core asked for.
 #[derive(Debug, Clone)]
 pub enum ResourceRequest {
-    /// Start the group's resources in order.
-    Start(String),
+    /// Start the group's resources in order, at this fencing epoch.
+    Start(String, u64),
     /// Stop them in reverse order.
     Stop(String),
+    /// Fence a node that may still run the group (its fence command).
+    Fence {
+        /// The group.
+        group: String,
+        /// The node to fence.
+        node: String,
+        /// The epoch it held.
+        epoch: u64,
+    },
     /// Run the starts again to announce the group afresh (no outcome reported).
     Reassert(String),
 }
@@ -108,6 +130,78 @@ struct Loop {
     buf: Vec<u8>,
     out: Vec<u8>,
     finished: bool,
+    state: StateDir,
+}
+
+/// The node's state directory: its boot counter and consensus log.
+pub(crate) struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating) the directory, mode 0700.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<StateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `name` atomically and durably: temp file, fsync, rename, fsync the directory.
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path(&format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&tmp, self.path(name))?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// This boot's generation: the persisted counter plus one, written back
+    /// (fsync'd) before the first packet goes out. Never the wall clock, so
+    /// a clock step changes nothing; only a first boot (no counter yet)
+    /// seeds it from the clock, far above any counter a peer has seen.
+    pub(crate) fn next_generation(&self) -> anyhow::Result<u64> {
+        let file = self.path("generation");
+        let previous = match std::fs::read_to_string(&file) {
+            Ok(s) => s.trim().parse::<u64>().with_context(|| {
+                format!(
+                    "{} does not hold a number; remove it only if this node's peers were restarted since",
+                    file.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        let next = previous + 1;
+        self.write("generation", format!("{next}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(next)
+    }
+
+    /// The consensus log saved by the last run, if any.
+    pub(crate) fn raft_state(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let file = self.path("raft.state");
+        match std::fs::read(&file) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -127,6 +221,7 @@ pub fn start(
     me: &str,
     key: Key,
     shared: Arc<Shared>,
+    state_dir: &Path,
 ) -> anyhow::Result<(
     HeartbeatHandle,
     tokio::sync::mpsc::UnboundedReceiver<ResourceRequest>,
@@ -172,11 +267,26 @@ pub fn start(
 
     let (tx, rx) = mpsc::channel();
     let (to_runtime, from_core) = tokio::sync::mpsc::unbounded_channel();
-    let generation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(1);
+    let state = StateDir::open(state_dir)?;
+    let generation = state.next_generation()?;
+    let raft_state = state.raft_state()?;
     let spec = Spec::from_config(cfg, me);
+    let raft_file = state.path("raft.state");
+    let core = Core::new(
+        spec,
+        Duration::ZERO,
+        Boot {
+            generation,
+            raft_state,
+            seed: generation ^ u64::from(std::process::id()),
+        },
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}. The file is damaged: move it away and restart; this node then rejoins from the others' log",
+            raft_file.display()
+        )
+    })?;
     let realtime = cfg.cluster.realtime;
     let epoch = Instant::now();
     let shared2 = shared.clone();
@@ -191,7 +301,6 @@ pub fn start(
                     }
                 }
             }
-            let core = Core::new(spec, Duration::ZERO);
             let mut l = Loop {
                 core,
                 key,
@@ -205,9 +314,10 @@ pub fn start(
                 shared: shared2,
                 to_runtime,
                 last_logged: HashMap::new(),
-                buf: vec![0u8; MAX_PACKET + 1],
-                out: Vec::with_capacity(MAX_PACKET),
+                buf: vec![0u8; MAX_RAFT_PACKET + 1],
+                out: Vec::with_capacity(MAX_RAFT_PACKET),
                 finished: false,
+                state,
             };
             l.run(poll, rx)
         })
@@ -254,6 +364,10 @@ impl Loop {
                     Command::Connected(c) => self.core.set_connected(now, c),
                     Command::Standby(s) => self.core.set_standby(now, s),
                     Command::Shutdown => self.core.begin_shutdown(now),
+                    Command::Cleanup { group, reply } => {
+                        let _ = reply.send(self.core.cleanup_group(now, &group));
+                    }
+                    Command::LinkRestored(group) => self.core.link_restored(now, &group),
                     Command::Move {
                         group,
                         target,
@@ -304,47 +418,50 @@ impl Loop {
                     return;
                 }
             };
-            let packet = match decode(&self.buf[..len], &self.key) {
+            let frame = match decode_frame(&self.buf[..len], &self.key) {
                 Ok(p) => p,
                 Err(reason) => {
                     self.drop_packet(&reason, from);
                     continue;
                 }
             };
-            if let Err(reason) = self.admit(&packet, from) {
+            if let Err(reason) = self.admit(&frame, from) {
                 self.drop_packet(&reason, from);
                 continue;
             }
-            self.core.on_packet(now, packet.link as usize, &packet);
+            let fed = match &frame {
+                Frame::Heartbeat(p) => self.core.on_packet(now, p.link as usize, p),
+                Frame::Raft(r) => self.core.on_raft(now, r),
+            };
+            if let Err(reason) = fed {
+                self.drop_packet(&reason, from);
+            }
+            // Persist and send what the packet caused before reading the
+            // next one: a vote must be on disk before it is answered.
+            self.perform_actions();
         }
     }
 
     /// Checks a correctly signed packet: our cluster, a known node, sent from
     /// that node's address on the link it names, and fresh.
-    fn admit(&mut self, p: &Packet, from: SocketAddr) -> Result<(), DropReason> {
-        if p.advert.cluster != self.core.spec().cluster {
+    fn admit(&mut self, f: &Frame, from: SocketAddr) -> Result<(), DropReason> {
+        if f.cluster() != self.core.spec().cluster {
             return Err(DropReason::WrongCluster {
-                cluster: p.advert.cluster.clone(),
+                cluster: f.cluster().to_string(),
             });
         }
+        let node = f.origin().0;
         let Some(&(peer, link)) = self.by_source.get(&canonical(from.ip())) else {
             return Err(DropReason::UnknownNode {
-                node: format!(
-                    "{} (from unconfigured address {})",
-                    p.advert.node,
-                    from.ip()
-                ),
+                node: format!("{node} (from unconfigured address {})", from.ip()),
             });
         };
-        if self.peers[peer].name != p.advert.node {
+        if self.peers[peer].name != node {
             return Err(DropReason::UnknownNode {
-                node: format!(
-                    "{} (sent from {}'s address)",
-                    p.advert.node, self.peers[peer].name
-                ),
+                node: format!("{node} (sent from {}'s address)", self.peers[peer].name),
             });
         }
-        self.guard.check(p, link)
+        self.guard.check_frame(f, link)
     }
 
     /// Performs queued actions; returns whether anything but a routine advert happened.
@@ -353,13 +470,31 @@ impl Loop {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::Send(advert) => self.send(&advert),
-                Action::Start(g) => {
-                    changed = true;
-                    let _ = self.to_runtime.send(ResourceRequest::Start(g));
+                Action::SendRaft { to, payload } => self.send_raft(&to, payload),
+                Action::Persist(image) => {
+                    let t0 = Instant::now();
+                    if let Err(e) = self.state.write("raft.state", &image) {
+                        // Without a durable log this node must not vote or
+                        // acknowledge: stop here, loudly, rather than risk it.
+                        tracing::error!("cannot persist the consensus log: {e}; the agent stops");
+                        self.finished = true;
+                        return true;
+                    }
+                    self.shared.record_persist(t0.elapsed());
                 }
-                Action::Stop(g) => {
+                Action::Start { group, epoch } => {
                     changed = true;
-                    let _ = self.to_runtime.send(ResourceRequest::Stop(g));
+                    let _ = self.to_runtime.send(ResourceRequest::Start(group, epoch));
+                }
+                Action::Stop { group, .. } => {
+                    changed = true;
+                    let _ = self.to_runtime.send(ResourceRequest::Stop(group));
+                }
+                Action::Fence { group, node, epoch } => {
+                    changed = true;
+                    let _ = self
+                        .to_runtime
+                        .send(ResourceRequest::Fence { group, node, epoch });
                 }
                 Action::Reassert(g) => {
                     let _ = self.to_runtime.send(ResourceRequest::Reassert(g));
@@ -384,6 +519,34 @@ impl Loop {
             }
         }
         changed
+    }
+
+    fn send_raft(&mut self, to: &str, payload: Vec<u8>) {
+        let Some(peer) = self.peers.iter().position(|p| p.name == to) else {
+            return;
+        };
+        let mut packet = RaftPacket {
+            generation: self.generation,
+            seq: 0,
+            link: 0,
+            cluster: self.core.spec().cluster.clone(),
+            from: self.core.spec().me.clone(),
+            to: to.to_string(),
+            payload,
+        };
+        for link in 0..self.peers[peer].addrs.len() {
+            self.seq += 1;
+            packet.seq = self.seq;
+            packet.link = link as u8;
+            if !encode_raft(&packet, &self.key, &mut self.out) {
+                tracing::warn!("raft message to {to} too large for one datagram; dropped");
+                return;
+            }
+            let addr = self.peers[peer].addrs[link];
+            if let Err(e) = self.socket.send_to(&self.out, addr) {
+                tracing::debug!("raft message to {to} via {addr} failed: {e}");
+            }
+        }
     }
 
     fn send(&mut self, advert: &keepup_wire::Advert) {

@@ -62,6 +62,8 @@ pub struct AgentOptions {
     pub extensions: Vec<Arc<dyn Extension>>,
     /// Builder for resource kinds outside `keepup-resource`.
     pub resource_factory: Option<Arc<dyn ResourceFactory>>,
+    /// Overrides `[cluster] state_dir` (several agents on one machine, tests).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the agent until `shutdown` resolves, then releases everything and
@@ -89,11 +91,16 @@ pub async fn run(
     )?;
     runner.stop_everything_at_boot().await;
 
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| cfg.cluster.state_dir.clone());
     let (hb, mut from_core) = heartbeat::start(
         &opts.config,
         &opts.me,
         keepup_wire::Key::new(key),
         shared.clone(),
+        &state_dir,
     )?;
     let runner = Arc::new(runner);
 

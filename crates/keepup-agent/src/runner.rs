@@ -7,7 +7,7 @@ use crate::shared::Shared;
 use keepup_api::types::ResourceStatus;
 use keepup_cluster::ResourceOutcome;
 use keepup_config::Config;
-use keepup_resource::{with_timeout, Context, Health, Resource};
+use keepup_resource::{with_timeout, Context, Epoch, Health, Resource};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 struct Group {
     resources: Vec<Box<dyn Resource>>,
     monitor: Option<JoinHandle<()>>,
+    ctx: Context,
+    fence: Option<keepup_config::FenceConfig>,
 }
 
 /// Owns every resource of every group this node may hold.
@@ -33,7 +35,8 @@ impl Runner {
         factory: Option<&dyn crate::ResourceFactory>,
     ) -> anyhow::Result<Runner> {
         let mut groups = HashMap::new();
-        for g in &config.file.group {
+        let witness = config.node(me).is_some_and(|n| n.is_witness());
+        for g in config.file.group.iter().filter(|_| !witness) {
             // Only groups this node may hold: a db-primary on a load-balancer
             // node, say, has nothing to build here and is never started here.
             if !g.nodes.is_empty() && !g.nodes.iter().any(|n| n.get_ref() == me) {
@@ -43,6 +46,7 @@ impl Runner {
                 cluster: config.file.cluster.name.get_ref().clone(),
                 node: me.to_string(),
                 group: g.name.get_ref().clone(),
+                epoch: Epoch::default(),
             };
             let mut resources = Vec::new();
             for r in &g.resource {
@@ -64,6 +68,8 @@ impl Runner {
                 Arc::new(Mutex::new(Group {
                     resources,
                     monitor: None,
+                    ctx: ctx.clone(),
+                    fence: g.fence.clone(),
                 })),
             );
         }
@@ -90,9 +96,13 @@ impl Runner {
         hb: &HeartbeatHandle,
     ) -> (String, ResourceOutcome) {
         match req {
-            ResourceRequest::Start(name) => {
-                let outcome = self.start(&name, hb).await;
+            ResourceRequest::Start(name, epoch) => {
+                let outcome = self.start(&name, epoch, hb).await;
                 (name, outcome)
+            }
+            ResourceRequest::Fence { group, node, epoch } => {
+                let outcome = self.fence(&group, &node, epoch).await;
+                (group, outcome)
             }
             ResourceRequest::Stop(name) => {
                 let outcome = self.stop(&name).await;
@@ -116,11 +126,56 @@ impl Runner {
         }
     }
 
-    async fn start(&self, name: &str, hb: &HeartbeatHandle) -> ResourceOutcome {
+    /// Runs the group's fence against `node` (an exec fence reuses the
+    /// exec resource's runner: timeout, process group, stderr in the error).
+    async fn fence(&self, name: &str, node: &str, epoch: u64) -> ResourceOutcome {
+        let Some(group) = self.groups.get(name) else {
+            return ResourceOutcome::FenceFailed(format!("unknown group {name}"));
+        };
+        let (ctx, fence) = {
+            let g = group.lock().await;
+            (g.ctx.clone(), g.fence.clone())
+        };
+        let Some(keepup_config::FenceConfig::Exec {
+            command,
+            timeout_ms,
+        }) = fence
+        else {
+            return ResourceOutcome::FenceFailed(format!("group {name} has no fence configured"));
+        };
+        let ctx = Context {
+            epoch: Epoch::default(),
+            ..ctx
+        };
+        ctx.epoch.set(epoch);
+        let cfg = keepup_config::ExecResource {
+            name: "fence".into(),
+            start: command,
+            stop: "true".into(),
+            status: None,
+            timeout_ms,
+            env: [("KEEPUP_FENCE_NODE".to_string(), node.to_string())].into(),
+            monitor_interval_ms: 1000,
+        };
+        let exec = match keepup_resource::build(&keepup_config::ResourceConfig::Exec(cfg), &ctx) {
+            Ok(e) => e,
+            Err(e) => return ResourceOutcome::FenceFailed(e.to_string()),
+        };
+        match with_timeout(exec.as_ref(), "fence", exec.start()).await {
+            Ok(()) => {
+                tracing::warn!(group = %name, "fenced {node}");
+                ResourceOutcome::Fenced
+            }
+            Err(e) => ResourceOutcome::FenceFailed(e.to_string()),
+        }
+    }
+
+    async fn start(&self, name: &str, epoch: u64, hb: &HeartbeatHandle) -> ResourceOutcome {
         let Some(group) = self.groups.get(name) else {
             return ResourceOutcome::StartFailed(format!("unknown group {name}"));
         };
         let mut g = group.lock().await;
+        g.ctx.epoch.set(epoch);
         let mut states: Vec<ResourceStatus> = g
             .resources
             .iter()
@@ -227,10 +282,20 @@ async fn monitor(name: String, group: Arc<Mutex<Group>>, hb: HeartbeatHandle, sh
                     });
                 }
                 Ok(Health::Failed(why)) => {
-                    hb.send(Command::Resource(
-                        name.clone(),
-                        ResourceOutcome::MonitorFailed(format!("{}: {why}", r.describe())),
-                    ));
+                    let why = format!("{}: {why}", r.describe());
+                    match r.link().filter(|l| !has_carrier(l)) {
+                        Some(link) => {
+                            hb.send(Command::Resource(
+                                name.clone(),
+                                ResourceOutcome::LinkDown(format!("{why} ({link} has no carrier)")),
+                            ));
+                            tokio::spawn(await_carrier(name.clone(), link, hb.clone()));
+                        }
+                        None => hb.send(Command::Resource(
+                            name.clone(),
+                            ResourceOutcome::MonitorFailed(why),
+                        )),
+                    }
                     return;
                 }
                 Err(e) => {
@@ -241,6 +306,27 @@ async fn monitor(name: String, group: Arc<Mutex<Group>>, hb: HeartbeatHandle, sh
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Whether interface `link` reports a carrier (an unreadable state counts as up,
+/// so only a link known to be down is treated as a link fault).
+fn has_carrier(link: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{link}/carrier"))
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true)
+}
+
+/// Waits for `link`'s carrier to return, then tells the core.
+async fn await_carrier(group: String, link: String, hb: HeartbeatHandle) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if has_carrier(&link) {
+            tracing::info!(group = %group, "{link} carries again");
+            hb.send(Command::LinkRestored(group));
+            return;
         }
     }
 }

@@ -28,6 +28,9 @@ struct Inner {
     resources: Vec<ResourceStatus>,
     realtime: bool,
     heartbeat_overruns: u64,
+    persists: u64,
+    persist_max_us: u64,
+    persist_total_us: u64,
 }
 
 impl Shared {
@@ -66,6 +69,14 @@ impl Shared {
 
     pub(crate) fn set_realtime(&self, on: bool) {
         self.lock().realtime = on;
+    }
+
+    pub(crate) fn record_persist(&self, took: std::time::Duration) {
+        let mut g = self.lock();
+        let us = took.as_micros() as u64;
+        g.persists += 1;
+        g.persist_total_us += us;
+        g.persist_max_us = g.persist_max_us.max(us);
     }
 
     pub(crate) fn count_overrun(&self) {
@@ -122,6 +133,8 @@ impl Shared {
         let _ = writeln!(out, "# HELP keepup_up Whether the agent runs (always 1 when scraped).\n# TYPE keepup_up gauge\nkeepup_up{{node=\"{}\"}} 1", self.node);
         let _ = writeln!(out, "# HELP keepup_realtime Whether the heartbeat thread runs SCHED_FIFO with memory locked.\n# TYPE keepup_realtime gauge\nkeepup_realtime {}", g.realtime as u8);
         let _ = writeln!(out, "# HELP keepup_heartbeat_loop_overruns_total Times the heartbeat thread woke more than 10 ms after its deadline.\n# TYPE keepup_heartbeat_loop_overruns_total counter\nkeepup_heartbeat_loop_overruns_total {}", g.heartbeat_overruns);
+        let _ = writeln!(out, "# HELP keepup_consensus_persists_total Consensus log images written and fsync'd.\n# TYPE keepup_consensus_persists_total counter\nkeepup_consensus_persists_total {}", g.persists);
+        let _ = writeln!(out, "# HELP keepup_consensus_persist_seconds_max Longest write+fsync of the consensus log.\n# TYPE keepup_consensus_persist_seconds_max gauge\nkeepup_consensus_persist_seconds_max {:.6}", g.persist_max_us as f64 / 1e6);
         let _ = writeln!(out, "# HELP keepup_heartbeat_packets_dropped_total Heartbeat packets dropped, by reason.\n# TYPE keepup_heartbeat_packets_dropped_total counter");
         for reason in [
             "truncated",
@@ -292,6 +305,28 @@ impl keepup_api::Backend for ApiBackend {
                                 "moving {group} to {node}: this node stops it and steps aside"
                             ),
                         },
+                        Ok(Ok(Err(message))) => ControlResponse {
+                            ok: false,
+                            message: format!("refused: {message}"),
+                        },
+                        _ => ControlResponse {
+                            ok: false,
+                            message: "the heartbeat thread did not answer".into(),
+                        },
+                    }
+                }
+                ControlRequest::Cleanup { group } => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    self.hb.send(Command::Cleanup {
+                        group: group.clone(),
+                        reply: tx,
+                    });
+                    let answer = tokio::task::spawn_blocking(move || {
+                        rx.recv_timeout(std::time::Duration::from_secs(5))
+                    })
+                    .await;
+                    match answer {
+                        Ok(Ok(Ok(message))) => ControlResponse { ok: true, message },
                         Ok(Ok(Err(message))) => ControlResponse {
                             ok: false,
                             message: format!("refused: {message}"),

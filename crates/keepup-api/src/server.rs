@@ -202,6 +202,9 @@ fn route_control(path: &str) -> Option<ControlRequest> {
             node: node.to_string(),
         }),
         ["db", "switchover", to] => Some(ControlRequest::DbSwitchover { to: to.to_string() }),
+        ["cleanup", group] => Some(ControlRequest::Cleanup {
+            group: group.to_string(),
+        }),
         _ => None,
     }
 }

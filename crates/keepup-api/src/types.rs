@@ -102,6 +102,11 @@ pub enum ControlRequest {
         /// New state.
         state: String,
     },
+    /// An operator says a group stuck by a failed stop is stopped everywhere.
+    Cleanup {
+        /// The group.
+        group: String,
+    },
     /// Re-read the config file and apply the load-balancer part.
     Reload,
     /// Switch the database primary over to `to`.

@@ -18,7 +18,7 @@ struct Fake {
 fn report() -> StatusReport {
     let mut spec = Sim::spec(&[("a", 200), ("b", 100)], 2, Sim::timing());
     spec.me = "a".into();
-    let core = Core::new(spec, Duration::ZERO);
+    let core = Core::new(spec, Duration::ZERO, keepup_cluster::Boot::default()).unwrap();
     let ev = Event::PeerDead {
         node: "b".into(),
         silent_ms: 300,

@@ -118,7 +118,8 @@ impl<'a> Bench<'a> {
                 let mut c = self.lab.command(node, &self.ctx.keepup.to_string_lossy())?;
                 c.arg("-c")
                     .arg(self.dir.join("keepup.toml"))
-                    .args(["--node", node, "run"])
+                    .args(["--node", node, "run", "--state-dir"])
+                    .arg(self.dir.join(format!("state-{node}")))
                     .env("RUST_LOG", "info");
                 c
             }

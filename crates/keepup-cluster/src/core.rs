@@ -1,14 +1,21 @@
 //! The state machine. See the crate docs for the rules it implements.
 
+use crate::phase::{AfterStop, Phase};
+use crate::view::{ClusterView, ConsensusView, GroupView, NodeView};
+use crate::Event;
 use keepup_config::{FileConfig, QuorumPolicy};
-use keepup_wire::{Advert, Flags, GroupState, Packet};
+use keepup_consensus::{Applied, Command, Consensus, Lease, Voter};
+use keepup_wire::{Advert, DropReason, Flags, GroupState, Packet, RaftPacket};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
 /// Monotonic time since an arbitrary epoch chosen by the caller.
 pub type Time = Duration;
+
+/// Largest clock-rate difference between two nodes that the leases allow
+/// for (1 %: far above a quartz clock's 0.01 % and NTP's 0.05 % slew).
+pub const CLOCK_DRIFT: f64 = 0.01;
 
 /// A node as configured.
 #[derive(Debug, Clone)]
@@ -17,6 +24,8 @@ pub struct NodeSpec {
     pub name: String,
     /// Election priority (higher wins).
     pub priority: u32,
+    /// A witness votes in the consensus and never holds a group.
+    pub witness: bool,
 }
 
 /// A resource group as configured.
@@ -28,9 +37,12 @@ pub struct GroupSpec {
     pub allowed: Vec<String>,
     /// First back-off after a failed start on this node.
     pub failure_backoff: Duration,
+    /// A fence command is configured: run it against a holder whose lease
+    /// expired (or whose stop failed) before starting the group elsewhere.
+    pub fence: bool,
 }
 
-/// Heartbeat timing.
+/// Heartbeat and lease timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// Interval between adverts.
@@ -41,6 +53,37 @@ pub struct Timing {
     pub warn: Duration,
     /// After boot, how long to wait for peers before acting on their absence.
     pub initial_dead: Duration,
+    /// A committed renewal keeps a group for this long (holder's clock).
+    pub lease: Duration,
+    /// The most a group's stop may take: the holder starts stopping this
+    /// long before its lease ends.
+    pub stop_bound: Duration,
+}
+
+impl Timing {
+    /// The consensus engine's tick: a sixth of the dead time (5 ms at least).
+    pub fn raft_tick(&self) -> Duration {
+        (self.dead / 6).max(Duration::from_millis(5))
+    }
+
+    /// How long a node waits, on its own clock, after it last saw a lease
+    /// change before it may take the group: the lease stretched by the
+    /// worst clock-rate difference, `lease × (1+ρ)/(1−ρ)`.
+    pub fn takeover_wait(&self) -> Duration {
+        self.lease
+            .mul_f64((1.0 + CLOCK_DRIFT) / (1.0 - CLOCK_DRIFT))
+    }
+}
+
+/// How ownership of a group is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// Leases in a table replicated by raft (a majority of voters decides).
+    Consensus,
+    /// `quorum = "none"`: every node decides from the heartbeats it hears;
+    /// in a partition both sides may hold a group.
+    Unguarded,
 }
 
 /// Everything the core needs to know, taken from the config.
@@ -50,7 +93,7 @@ pub struct Spec {
     pub cluster: String,
     /// This node's name.
     pub me: String,
-    /// All nodes, this one included.
+    /// All nodes, this one included (witnesses too).
     pub nodes: Vec<NodeSpec>,
     /// Number of heartbeat links.
     pub links: usize,
@@ -62,8 +105,8 @@ pub struct Spec {
     pub auto_failback: bool,
     /// How long a better node must be up before groups move back to it.
     pub failback_delay: Duration,
-    /// Require a strict majority of nodes alive to hold resources.
-    pub majority_quorum: bool,
+    /// Consensus leases or unguarded.
+    pub ownership: Ownership,
 }
 
 impl Spec {
@@ -75,13 +118,16 @@ impl Spec {
             .map(|n| NodeSpec {
                 name: n.name.get_ref().clone(),
                 priority: n.priority,
+                witness: n.is_witness(),
             })
             .collect();
-        let majority_quorum = match cfg.cluster.quorum {
-            QuorumPolicy::Majority => true,
-            QuorumPolicy::None => false,
-            QuorumPolicy::Auto => nodes.len() >= 3,
+        let ownership = match cfg.cluster.quorum {
+            QuorumPolicy::Majority => Ownership::Consensus,
+            QuorumPolicy::None => Ownership::Unguarded,
+            QuorumPolicy::Auto if nodes.len() >= 3 => Ownership::Consensus,
+            QuorumPolicy::Auto => Ownership::Unguarded,
         };
+        let dead = Duration::from_millis(cfg.timing.dead_ms);
         Spec {
             cluster: cfg.cluster.name.get_ref().clone(),
             me: me.to_string(),
@@ -94,22 +140,49 @@ impl Spec {
                     name: g.name.get_ref().clone(),
                     allowed: g.nodes.iter().map(|n| n.get_ref().clone()).collect(),
                     failure_backoff: Duration::from_millis(g.failure_backoff_ms),
+                    fence: g.fence.is_some(),
                 })
                 .collect(),
             timing: Timing {
                 heartbeat: Duration::from_millis(cfg.timing.heartbeat_ms),
-                dead: Duration::from_millis(cfg.timing.dead_ms),
+                dead,
                 warn: Duration::from_millis(cfg.timing.warn_ms),
                 initial_dead: Duration::from_millis(cfg.timing.initial_dead_ms),
+                lease: cfg
+                    .timing
+                    .lease_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(dead),
+                stop_bound: cfg
+                    .timing
+                    .stop_bound_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(dead / 4),
             },
             auto_failback: cfg.failback.auto,
             failback_delay: Duration::from_millis(cfg.failback.delay_ms),
-            majority_quorum,
+            ownership,
         }
+    }
+
+    fn is_witness(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == name && n.witness)
     }
 }
 
-/// The result of a start/stop/monitor the agent performed for a group.
+/// What a node brings from its previous life: its new boot generation (a
+/// persisted counter) and the consensus log it saved.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    /// This boot's generation (strictly greater than any earlier boot's).
+    pub generation: u64,
+    /// The image of the consensus log saved by the last [`Action::Persist`].
+    pub raft_state: Option<Vec<u8>>,
+    /// Seed for the consensus engine's randomized election timeouts.
+    pub seed: u64,
+}
+
+/// The result of a start/stop/monitor/fence the agent performed for a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResourceOutcome {
     /// Every resource of the group started.
@@ -122,17 +195,51 @@ pub enum ResourceOutcome {
     StopFailed(String),
     /// A monitor found a resource dead and could not repair it.
     MonitorFailed(String),
+    /// A monitor failed because this node's own link has no carrier.
+    LinkDown(String),
+    /// The fence of the other node succeeded.
+    Fenced,
+    /// The fence failed.
+    FenceFailed(String),
 }
 
-/// Something the caller must do.
+/// Something the caller must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send this advert on every link to every peer, now.
     Send(Advert),
-    /// Start the group's resources in order, then report with [`Core::on_resource`].
-    Start(String),
+    /// Send this raft message on every link to `to`.
+    SendRaft {
+        /// Destination node.
+        to: String,
+        /// The encoded message.
+        payload: Vec<u8>,
+    },
+    /// Write this consensus image durably (fsync) before performing any later action.
+    Persist(Vec<u8>),
+    /// Start the group's resources in order at fencing `epoch`, then report with [`Core::on_resource`].
+    Start {
+        /// The group.
+        group: String,
+        /// The fencing epoch to hand to the resources.
+        epoch: u64,
+    },
     /// Stop the group's resources in reverse order, then report.
-    Stop(String),
+    Stop {
+        /// The group.
+        group: String,
+        /// The epoch they ran at.
+        epoch: u64,
+    },
+    /// Run the group's fence against `node`, then report `Fenced` or `FenceFailed`.
+    Fence {
+        /// The group.
+        group: String,
+        /// The node to fence.
+        node: String,
+        /// The epoch that node held.
+        epoch: u64,
+    },
     /// Run the (idempotent) starts of a group held here again, to announce it
     /// afresh: another node held it too (a healed partition) and clients may
     /// still be sent to that node. No outcome is reported.
@@ -143,165 +250,20 @@ pub enum Action {
     Left,
 }
 
-/// Observable transitions, for logs, status and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A peer was heard for the first time or again after being dead.
-    PeerUp {
-        /// The peer.
-        node: String,
-    },
-    /// A peer was silent on every link for the dead time.
-    PeerDead {
-        /// The peer.
-        node: String,
-        /// How long it had been silent, in ms.
-        silent_ms: u64,
-    },
-    /// A peer announced a clean stop.
-    PeerLeft {
-        /// The peer.
-        node: String,
-    },
-    /// A peer restarted (new boot generation).
-    PeerRestarted {
-        /// The peer.
-        node: String,
-    },
-    /// One link to a peer went silent (the peer may be alive on others).
-    LinkDown {
-        /// The peer.
-        node: String,
-        /// Link index.
-        link: usize,
-    },
-    /// A link to a peer carries heartbeats again.
-    LinkUp {
-        /// The peer.
-        node: String,
-        /// Link index.
-        link: usize,
-    },
-    /// A heartbeat arrived later than the warn time.
-    LateHeartbeat {
-        /// The peer.
-        node: String,
-        /// Link index.
-        link: usize,
-        /// Gap since the previous one on that link, in ms.
-        gap_ms: u64,
-    },
-    /// This node starts taking a group.
-    Acquiring {
-        /// The group.
-        group: String,
-        /// Why.
-        reason: String,
-    },
-    /// This node now holds a group.
-    Acquired {
-        /// The group.
-        group: String,
-    },
-    /// Another node that also held a group here gave it up; this node announces it again.
-    Reasserted {
-        /// The group.
-        group: String,
-        /// The node that also held it.
-        other: String,
-    },
-    /// This node starts giving up a group.
-    Releasing {
-        /// The group.
-        group: String,
-        /// Why.
-        reason: String,
-    },
-    /// This node no longer holds a group.
-    Released {
-        /// The group.
-        group: String,
-    },
-    /// A group failed here and is backed off.
-    GroupFailed {
-        /// The group.
-        group: String,
-        /// The error.
-        reason: String,
-        /// Back-off before this node may try it again, in ms.
-        backoff_ms: u64,
-    },
-    /// This node lost or regained quorum.
-    Quorum {
-        /// Whether it has quorum now.
-        has: bool,
-    },
-    /// This node lost or regained its ping targets.
-    Connectivity {
-        /// Whether it reaches them now.
-        connected: bool,
-    },
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::PeerUp { node } => write!(f, "peer {node} is up"),
-            Event::PeerDead { node, silent_ms } => {
-                write!(
-                    f,
-                    "peer {node} is dead (silent for {silent_ms} ms on every link)"
-                )
-            }
-            Event::PeerLeft { node } => write!(f, "peer {node} left cleanly"),
-            Event::PeerRestarted { node } => write!(f, "peer {node} restarted"),
-            Event::LinkDown { node, link } => write!(f, "link {link} to {node} is down"),
-            Event::LinkUp { node, link } => write!(f, "link {link} to {node} is up"),
-            Event::LateHeartbeat { node, link, gap_ms } => {
-                write!(
-                    f,
-                    "late heartbeat from {node} on link {link} ({gap_ms} ms gap)"
-                )
-            }
-            Event::Acquiring { group, reason } => write!(f, "acquiring {group}: {reason}"),
-            Event::Acquired { group } => write!(f, "acquired {group}"),
-            Event::Reasserted { group, other } => {
-                write!(
-                    f,
-                    "{other} also held {group} and gave it up: announcing it again"
-                )
-            }
-            Event::Releasing { group, reason } => write!(f, "releasing {group}: {reason}"),
-            Event::Released { group } => write!(f, "released {group}"),
-            Event::GroupFailed {
-                group,
-                reason,
-                backoff_ms,
-            } => write!(
-                f,
-                "{group} failed here: {reason}; backing off {backoff_ms} ms"
-            ),
-            Event::Quorum { has: true } => write!(f, "quorum regained"),
-            Event::Quorum { has: false } => write!(f, "quorum lost: releasing everything"),
-            Event::Connectivity { connected: true } => write!(f, "ping targets reachable again"),
-            Event::Connectivity { connected: false } => {
-                write!(f, "ping targets unreachable: releasing everything")
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Peer {
     name: String,
     priority: u32,
+    witness: bool,
     links: Vec<Option<Time>>,
     link_up: Vec<bool>,
     last_heard: Option<Time>,
     alive: bool,
     alive_since: Time,
+    /// Highest generation seen from it (any link, any kind).
     generation: u64,
+    /// It has echoed our current generation at its current generation.
+    verified: bool,
     left: bool,
     advert: Option<Advert>,
 }
@@ -318,21 +280,21 @@ impl Peer {
 #[derive(Debug, Clone)]
 struct LocalGroup {
     spec: GroupSpec,
-    state: GroupState,
-    /// A start or stop is running; its outcome is awaited.
-    busy: bool,
-    failed_until: Option<Time>,
+    phase: Phase,
     failures: u32,
-    owned_since: Option<Time>,
-    /// The last peer seen holding the group (to explain a takeover).
+    /// The last node seen holding the group (to explain a takeover).
     last_holder: Option<String>,
-    /// After an operator move: stay out of the way (advertised as Failed) until then.
-    declined_until: Option<Time>,
-    /// Another live node also held the group while it was owned here.
+    /// Unguarded mode: another live node also held the group while it was held here.
     contested_by: Option<String>,
+    /// Consensus mode: the lease version last seen here, and when (our clock).
+    observed: (u64, Time),
+    /// Consensus mode: when this node last proposed a release of a stale lease.
+    last_release_proposal: Option<Time>,
+    /// Consensus mode: when this node last proposed to acquire (at most one per raft tick).
+    last_acquire_proposal: Option<Time>,
 }
 
-/// Counters kept by the core (drops are counted by the agent, before the core).
+/// Counters kept by the core (drops are counted by the agent).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CoreCounters {
     /// Adverts accepted.
@@ -347,29 +309,54 @@ pub struct CoreCounters {
     pub acquisitions: u64,
     /// Groups released here.
     pub releases: u64,
+    /// Raft messages accepted.
+    pub raft_received: u64,
+    /// Raft messages emitted.
+    pub raft_sent: u64,
+    /// Consensus images handed out for persisting.
+    pub raft_persists: u64,
 }
 
 /// The protocol state machine of one node.
-#[derive(Debug)]
 pub struct Core {
     spec: Spec,
+    generation: u64,
     boot: Time,
     peers: Vec<Peer>,
     groups: Vec<LocalGroup>,
     standby: bool,
     connected: bool,
     had_quorum: bool,
-    leaving: bool,
+    leaving: Option<Time>,
+    transfer_asked: Option<Time>,
     left_emitted: bool,
     settled: bool,
-    /// Since when this node waits to hear every peer before acting on absences.
     unsettled_at: Time,
-    /// When it stops waiting regardless.
     settle_deadline: Time,
     next_send: Time,
     last_sent: Option<Advert>,
     actions: VecDeque<Action>,
     counters: CoreCounters,
+    consensus: Option<Box<Consensus>>,
+    next_raft_tick: Time,
+    next_renew: Time,
+    nonce: u64,
+    /// Outstanding renewals: (nonce, when proposed).
+    renewals: VecDeque<(u64, Time)>,
+    leader_seen: Option<String>,
+    /// Unguarded mode: local acquisition counter (epochs are per node there).
+    local_epoch: u64,
+    /// The latest time the core was called with.
+    now_hint: Time,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("me", &self.spec.me)
+            .field("consensus", &self.consensus)
+            .finish()
+    }
 }
 
 fn rank_key(priority: u32, name: &str) -> (std::cmp::Reverse<u32>, &str) {
@@ -377,8 +364,9 @@ fn rank_key(priority: u32, name: &str) -> (std::cmp::Reverse<u32>, &str) {
 }
 
 impl Core {
-    /// A node that just booted at `now`, holding nothing.
-    pub fn new(spec: Spec, now: Time) -> Core {
+    /// A node that just booted at `now`, holding nothing. Fails only when
+    /// the saved consensus image cannot be used (the error says why).
+    pub fn new(spec: Spec, now: Time, boot: Boot) -> Result<Core, String> {
         let peers = spec
             .nodes
             .iter()
@@ -386,54 +374,99 @@ impl Core {
             .map(|n| Peer {
                 name: n.name.clone(),
                 priority: n.priority,
+                witness: n.witness,
                 links: vec![None; spec.links],
                 link_up: vec![false; spec.links],
                 last_heard: None,
                 alive: false,
                 alive_since: now,
                 generation: 0,
+                verified: false,
                 left: false,
                 advert: None,
             })
             .collect::<Vec<_>>();
+        let consensus = match spec.ownership {
+            Ownership::Unguarded => None,
+            Ownership::Consensus => {
+                let voters: Vec<Voter> = spec
+                    .nodes
+                    .iter()
+                    .map(|n| Voter {
+                        name: n.name.clone(),
+                        priority: if n.witness {
+                            0
+                        } else {
+                            i64::from(n.priority) + 1
+                        },
+                    })
+                    .collect();
+                let ticks = (spec.timing.dead.as_nanos() / 3 / spec.timing.raft_tick().as_nanos())
+                    .max(2) as usize;
+                let c = Consensus::new(
+                    &spec.me,
+                    &voters,
+                    boot.raft_state.as_deref(),
+                    ticks,
+                    boot.seed ^ boot.generation,
+                )
+                .map_err(|e| format!("consensus state: {e}"))?;
+                Some(Box::new(c))
+            }
+        };
         let groups = spec
             .groups
             .iter()
             .map(|g| LocalGroup {
                 spec: g.clone(),
-                state: GroupState::Released,
-                busy: false,
-                failed_until: None,
+                phase: Phase::Released,
                 failures: 0,
-                owned_since: None,
                 last_holder: None,
-                declined_until: None,
                 contested_by: None,
+                observed: (
+                    consensus
+                        .as_ref()
+                        .map(|c| c.table().lease(&g.name).version)
+                        .unwrap_or(0),
+                    now,
+                ),
+                last_release_proposal: None,
+                last_acquire_proposal: None,
             })
             .collect();
         let settled = peers.is_empty();
-        let spec_initial_dead = spec.timing.initial_dead;
+        let initial_dead = spec.timing.initial_dead;
         let mut core = Core {
             spec,
+            generation: boot.generation,
             boot: now,
             peers,
             groups,
             standby: false,
             connected: true,
             had_quorum: false,
-            leaving: false,
+            leaving: None,
+            transfer_asked: None,
             left_emitted: false,
             settled,
             unsettled_at: now,
-            settle_deadline: now + spec_initial_dead,
+            settle_deadline: now + initial_dead,
             next_send: now,
             last_sent: None,
             actions: VecDeque::new(),
             counters: CoreCounters::default(),
+            consensus,
+            next_raft_tick: now,
+            next_renew: now,
+            nonce: 0,
+            renewals: VecDeque::new(),
+            leader_seen: None,
+            local_epoch: 0,
+            now_hint: now,
         };
-        core.had_quorum = core.has_quorum(now);
+        core.had_quorum = core.has_quorum();
         core.step(now);
-        core
+        Ok(core)
     }
 
     /// The spec this core runs with.
@@ -441,33 +474,92 @@ impl Core {
         &self.spec
     }
 
+    /// This boot's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Takes the next action to perform, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// Feeds a verified, fresh packet that arrived on `link`.
-    pub fn on_packet(&mut self, now: Time, link: usize, packet: &Packet) {
-        let a = &packet.advert;
-        if a.cluster != self.spec.cluster || a.node == self.spec.me || link >= self.spec.links {
-            return;
+    fn peer_index(&self, name: &str) -> Option<usize> {
+        self.peers.iter().position(|p| p.name == name)
+    }
+
+    /// The freshness gate shared by both packet kinds: drops an older
+    /// generation than one already seen, and anything from a peer that has
+    /// not yet echoed our current generation (a recording made before we
+    /// restarted cannot). Learning a newer generation changes our advert's
+    /// echoes, which goes out at once.
+    fn admit(
+        &mut self,
+        idx: usize,
+        generation: u64,
+        echo: Option<&[(String, u64)]>,
+    ) -> Result<(), DropReason> {
+        let me = self.spec.me.clone();
+        let mine = self.generation;
+        let p = &mut self.peers[idx];
+        if generation < p.generation {
+            return Err(DropReason::StaleGeneration {
+                node: p.name.clone(),
+                generation,
+            });
         }
-        let Some(idx) = self.peers.iter().position(|p| p.name == a.node) else {
-            return;
+        if generation > p.generation {
+            let restarted = p.generation != 0;
+            p.generation = generation;
+            p.verified = false;
+            p.left = false;
+            if restarted {
+                let node = p.name.clone();
+                self.event(Event::PeerRestarted { node });
+            }
+        }
+        let p = &mut self.peers[idx];
+        if !p.verified {
+            let echoed = echo.is_some_and(|e| e.iter().any(|(n, g)| *n == me && *g == mine));
+            if echoed {
+                p.verified = true;
+            } else {
+                return Err(DropReason::Unverified {
+                    node: p.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a verified (signature, replay guard) heartbeat that arrived on
+    /// `link`; an error says why it was dropped, for the drop counters.
+    pub fn on_packet(&mut self, now: Time, link: usize, packet: &Packet) -> Result<(), DropReason> {
+        self.expire_leases(now);
+        let a = &packet.advert;
+        if a.cluster != self.spec.cluster {
+            return Err(DropReason::WrongCluster {
+                cluster: a.cluster.clone(),
+            });
+        }
+        if link >= self.spec.links {
+            return Err(DropReason::Malformed {
+                what: "link index beyond the configured links",
+            });
+        }
+        let Some(idx) = self.peer_index(&a.node).filter(|_| a.node != self.spec.me) else {
+            return Err(DropReason::UnknownNode {
+                node: a.node.clone(),
+            });
         };
+        if let Err(e) = self.admit(idx, packet.generation, Some(&a.echo)) {
+            self.step(now);
+            return Err(e);
+        }
         self.counters.adverts_received += 1;
         let warn = self.spec.timing.warn;
         let mut events = Vec::new();
         let p = &mut self.peers[idx];
-        if packet.generation > p.generation {
-            if p.generation != 0 {
-                events.push(Event::PeerRestarted {
-                    node: p.name.clone(),
-                });
-            }
-            p.generation = packet.generation;
-            p.left = false;
-        }
         if let Some(prev) = p.links[link] {
             let gap = now.saturating_sub(prev);
             if gap > warn && p.link_up[link] {
@@ -483,10 +575,12 @@ impl Core {
         p.last_heard = Some(now);
         p.priority = a.priority;
         p.advert = Some(a.clone());
-        for (g, st) in &a.groups {
-            if st.holds() {
-                if let Some(lg) = self.groups.iter_mut().find(|lg| &lg.spec.name == g) {
-                    lg.last_holder = Some(a.node.clone());
+        if self.consensus.is_none() {
+            for (g, st) in &a.groups {
+                if st.holds() {
+                    if let Some(lg) = self.groups.iter_mut().find(|lg| &lg.spec.name == g) {
+                        lg.last_holder = Some(a.node.clone());
+                    }
                 }
             }
         }
@@ -520,95 +614,204 @@ impl Core {
             self.event(e);
         }
         self.step(now);
+        Ok(())
+    }
+
+    /// Feeds a verified (signature, replay guard) raft frame.
+    pub fn on_raft(&mut self, now: Time, packet: &RaftPacket) -> Result<(), DropReason> {
+        self.expire_leases(now);
+        if packet.cluster != self.spec.cluster {
+            return Err(DropReason::WrongCluster {
+                cluster: packet.cluster.clone(),
+            });
+        }
+        let Some(idx) = self
+            .peer_index(&packet.from)
+            .filter(|_| packet.from != self.spec.me)
+        else {
+            return Err(DropReason::UnknownNode {
+                node: packet.from.clone(),
+            });
+        };
+        if packet.to != self.spec.me {
+            return Err(DropReason::Malformed {
+                what: "raft frame addressed to another node",
+            });
+        }
+        if self.consensus.is_none() {
+            return Err(DropReason::Malformed {
+                what: "raft frame, but this node runs with quorum = \"none\"",
+            });
+        }
+        if let Err(e) = self.admit(idx, packet.generation, None) {
+            self.step(now);
+            return Err(e);
+        }
+        let r = match self.consensus.as_mut() {
+            Some(c) => c.step(&packet.from, &packet.payload),
+            None => Ok(()),
+        };
+        self.counters.raft_received += 1;
+        self.step(now);
+        r.map_err(|e| DropReason::RaftRejected {
+            node: packet.from.clone(),
+            why: e.to_string(),
+        })
+    }
+
+    fn charge_failure(&mut self, gi: usize, now: Time) -> Duration {
+        let g = &mut self.groups[gi];
+        if let Phase::Held { since, .. } = g.phase {
+            if now.saturating_sub(since) > g.spec.failure_backoff * 16 {
+                g.failures = 0;
+            }
+        }
+        let backoff = g.spec.failure_backoff * (1u32 << g.failures.min(4));
+        g.failures += 1;
+        backoff
+    }
+
+    fn stop(&mut self, gi: usize, epoch: u64, then: AfterStop) {
+        let name = self.groups[gi].spec.name.clone();
+        self.groups[gi].phase = Phase::Stopping { epoch, then };
+        self.actions.push_back(Action::Stop { group: name, epoch });
+    }
+
+    fn start(&mut self, gi: usize, epoch: u64, lease_end: Option<Time>) {
+        let name = self.groups[gi].spec.name.clone();
+        self.groups[gi].phase = Phase::Starting { epoch, lease_end };
+        self.actions.push_back(Action::Start { group: name, epoch });
     }
 
     /// Reports the outcome of an action the caller performed for `group`.
     pub fn on_resource(&mut self, now: Time, group: &str, outcome: ResourceOutcome) {
+        self.expire_leases(now);
         let Some(gi) = self.groups.iter().position(|g| g.spec.name == group) else {
             return;
         };
-        let mut events = Vec::new();
-        {
-            let g = &mut self.groups[gi];
-            g.busy = false;
-            match outcome {
-                ResourceOutcome::Started => {
-                    if g.state == GroupState::Starting {
-                        g.state = GroupState::Owned;
-                        g.owned_since = Some(now);
-                        self.counters.acquisitions += 1;
-                        events.push(Event::Acquired {
-                            group: group.to_string(),
-                        });
-                    }
-                }
-                ResourceOutcome::Stopped => {
-                    if let (GroupState::Stopping, Some(until)) = (g.state, g.declined_until.take())
-                    {
-                        // An operator move: step aside, without counting a failure.
-                        g.state = GroupState::Failed;
-                        g.failed_until = Some(until);
-                        g.owned_since = None;
-                        self.counters.releases += 1;
-                        events.push(Event::Released {
-                            group: group.to_string(),
-                        });
-                    } else if g.state == GroupState::Stopping {
-                        // Stopped after a monitor failure: stay advertised as
-                        // failed for the back-off, so peers take over now
-                        // instead of waiting for this node.
-                        g.state = if g.failed_until.is_some_and(|t| t > now) {
-                            GroupState::Failed
-                        } else {
-                            GroupState::Released
-                        };
-                        g.owned_since = None;
-                        self.counters.releases += 1;
-                        events.push(Event::Released {
-                            group: group.to_string(),
-                        });
-                    }
-                }
-                ResourceOutcome::StartFailed(reason)
-                | ResourceOutcome::StopFailed(reason)
-                | ResourceOutcome::MonitorFailed(reason) => {
-                    // Doubling back-off, capped at 16 times the configured one,
-                    // forgotten after the group stayed up for a while.
-                    if let Some(since) = g.owned_since {
-                        if now.saturating_sub(since) > g.spec.failure_backoff * 16 {
-                            g.failures = 0;
-                        }
-                    }
-                    let backoff = g.spec.failure_backoff * (1u32 << g.failures.min(4));
-                    g.failures += 1;
-                    g.failed_until = Some(now + backoff);
-                    g.owned_since = None;
-                    events.push(Event::GroupFailed {
-                        group: group.to_string(),
-                        reason,
-                        backoff_ms: backoff.as_millis() as u64,
-                    });
-                    if g.state == GroupState::Owned {
-                        // A monitor failure: stop what is left, then back off.
-                        g.state = GroupState::Stopping;
-                        g.busy = true;
-                        self.actions.push_back(Action::Stop(group.to_string()));
-                    } else {
-                        // The agent cleans up after a failed start itself; a
-                        // failed stop leaves nothing more we can do but step aside.
-                        g.state = GroupState::Failed;
-                    }
-                }
+        let name = group.to_string();
+        let phase = self.groups[gi].phase.clone();
+        match (phase, outcome) {
+            (Phase::Starting { epoch, lease_end }, ResourceOutcome::Started) => {
+                self.groups[gi].phase = Phase::Held {
+                    epoch,
+                    since: now,
+                    lease_end,
+                };
+                self.counters.acquisitions += 1;
+                self.event(Event::Acquired { group: name });
+                // A lease that ran out while starting is stopped at once.
+                self.expire_leases(now);
             }
-        }
-        for e in events {
-            self.event(e);
+            (Phase::Starting { .. }, ResourceOutcome::StartFailed(reason)) => {
+                let backoff = self.charge_failure(gi, now);
+                self.groups[gi].phase = Phase::BackedOff {
+                    until: now + backoff,
+                };
+                self.event(Event::GroupFailed {
+                    group: name,
+                    reason,
+                    backoff_ms: backoff.as_millis() as u64,
+                });
+            }
+            (Phase::Held { epoch, .. }, ResourceOutcome::MonitorFailed(reason)) => {
+                let backoff = self.charge_failure(gi, now);
+                self.event(Event::GroupFailed {
+                    group: name,
+                    reason,
+                    backoff_ms: backoff.as_millis() as u64,
+                });
+                self.stop(gi, epoch, AfterStop::BackOff(now + backoff));
+            }
+            (Phase::Held { epoch, .. }, ResourceOutcome::LinkDown(reason)) => {
+                self.event(Event::LinkFault {
+                    group: name,
+                    reason,
+                });
+                self.stop(gi, epoch, AfterStop::AwaitLink);
+            }
+            (Phase::Stopping { then, .. }, ResourceOutcome::Stopped) => {
+                self.groups[gi].phase = match then {
+                    AfterStop::BackOff(until) if until <= now => Phase::Released,
+                    other => other.phase(),
+                };
+                self.counters.releases += 1;
+                self.event(Event::Released { group: name });
+            }
+            (Phase::Stopping { epoch, then }, ResourceOutcome::StopFailed(reason))
+            | (Phase::StopFailed { epoch, then, .. }, ResourceOutcome::StopFailed(reason)) => {
+                let retry = self.groups[gi].spec.failure_backoff;
+                self.groups[gi].phase = Phase::StopFailed {
+                    epoch,
+                    then,
+                    reason: reason.clone(),
+                    retry_at: now + retry,
+                };
+                self.event(Event::StopFailed {
+                    group: name.clone(),
+                    reason: reason.clone(),
+                    retry_ms: retry.as_millis() as u64,
+                });
+                let me = self.spec.me.clone();
+                self.propose(Command::StopFailed {
+                    group: name,
+                    node: me,
+                    epoch,
+                    reason,
+                });
+            }
+            (
+                Phase::Fencing {
+                    epoch,
+                    target,
+                    lease_end,
+                },
+                ResourceOutcome::Fenced,
+            ) => {
+                self.event(Event::FenceDone {
+                    group: name,
+                    node: target,
+                    error: None,
+                });
+                self.start(gi, epoch, lease_end);
+            }
+            (Phase::FencingOther { target, epoch }, ResourceOutcome::Fenced) => {
+                self.event(Event::FenceDone {
+                    group: name.clone(),
+                    node: target.clone(),
+                    error: None,
+                });
+                self.groups[gi].phase = Phase::Released;
+                let me = self.spec.me.clone();
+                self.propose(Command::Fenced {
+                    group: name,
+                    node: target,
+                    epoch,
+                    by: me,
+                });
+            }
+            (Phase::Fencing { target, .. }, ResourceOutcome::FenceFailed(error))
+            | (Phase::FencingOther { target, .. }, ResourceOutcome::FenceFailed(error)) => {
+                let backoff = self.charge_failure(gi, now);
+                self.event(Event::FenceDone {
+                    group: name,
+                    node: target,
+                    error: Some(error),
+                });
+                // Nothing was started here; the stale lease is released by
+                // the reconciliation in `step`.
+                self.groups[gi].phase = Phase::BackedOff {
+                    until: now + backoff,
+                };
+            }
+            _ => {}
         }
         self.step(now);
     }
 
     /// Tells the core whether this node reaches its ping targets.
     pub fn set_connected(&mut self, now: Time, connected: bool) {
+        self.expire_leases(now);
         if connected != self.connected {
             self.connected = connected;
             self.event(Event::Connectivity { connected });
@@ -620,8 +823,21 @@ impl Core {
         self.step(now);
     }
 
+    /// This node's link used by `group` carries again: a group stopped for
+    /// a link fault may be held here again by the normal rules.
+    pub fn link_restored(&mut self, now: Time, group: &str) {
+        self.expire_leases(now);
+        if let Some(g) = self.groups.iter_mut().find(|g| g.spec.name == group) {
+            if g.phase == Phase::AwaitingLink {
+                g.phase = Phase::Released;
+            }
+        }
+        self.step(now);
+    }
+
     /// Puts this node in or out of standby (holds nothing while in standby).
     pub fn set_standby(&mut self, now: Time, standby: bool) {
+        self.expire_leases(now);
         self.standby = standby;
         self.step(now);
     }
@@ -641,13 +857,13 @@ impl Core {
             .iter()
             .position(|g| g.spec.name == group)
             .ok_or_else(|| format!("no group {group:?}"))?;
-        if self.groups[gi].state != GroupState::Owned || self.groups[gi].busy {
+        let Phase::Held { epoch, .. } = self.groups[gi].phase else {
             let owner = self.view(now).groups[gi].owner.clone();
             return Err(match owner {
                 Some(o) => format!("{group} is held by {o}, not by this node: run the move there"),
                 None => format!("{group} is not running anywhere right now"),
             });
-        }
+        };
         if target == self.spec.me {
             return Err(format!("{group} already runs on {target}"));
         }
@@ -665,61 +881,121 @@ impl Core {
             }
             None => return Err(format!("{target} is not alive and eligible for {group}")),
         }
-        let name = group.to_string();
-        let g = &mut self.groups[gi];
-        g.state = GroupState::Stopping;
-        g.busy = true;
-        g.declined_until = Some(now + hold);
         self.event(Event::Releasing {
-            group: name.clone(),
+            group: group.to_string(),
             reason: format!("moved to {target} by the operator"),
         });
-        self.actions.push_back(Action::Stop(name));
+        self.stop(gi, epoch, AfterStop::Decline(now + hold));
         self.step(now);
         Ok(())
     }
 
+    /// An operator says `group`'s resources are stopped everywhere: clears a
+    /// failed stop (`keepup cleanup`). Refused when nothing is stuck.
+    pub fn cleanup_group(&mut self, now: Time, group: &str) -> Result<String, String> {
+        let gi = self
+            .groups
+            .iter()
+            .position(|g| g.spec.name == group)
+            .ok_or_else(|| format!("no group {group:?}"))?;
+        let local_stuck = matches!(self.groups[gi].phase, Phase::StopFailed { .. });
+        if local_stuck {
+            self.groups[gi].phase = Phase::Released;
+        }
+        let msg = match &mut self.consensus {
+            Some(c) => {
+                let lease = c.table().lease(group);
+                if lease.stop_failed.is_none() && !local_stuck {
+                    return Err(format!(
+                        "{group} is not stuck (holder: {})",
+                        lease.holder.as_deref().unwrap_or("nobody")
+                    ));
+                }
+                if !c.propose(&Command::Cleanup {
+                    group: group.to_string(),
+                }) {
+                    return Err(
+                        "no consensus leader right now (is a majority of voters up?); try again"
+                            .into(),
+                    );
+                }
+                format!("cleanup of {group} proposed: it is free once committed")
+            }
+            None if local_stuck => format!("{group} cleared on this node"),
+            None => return Err(format!("{group} is not stuck on this node")),
+        };
+        self.step(now);
+        Ok(msg)
+    }
+
     /// Starts a clean shutdown: release everything, tell the peers, then [`Action::Left`].
     pub fn begin_shutdown(&mut self, now: Time) {
-        self.leaving = true;
+        if self.leaving.is_none() {
+            self.leaving = Some(now);
+        }
         self.step(now);
     }
 
-    /// Advances time: detects dead peers and links, sends due adverts.
+    /// Advances time: detects dead peers and links, expires leases, sends due adverts.
     pub fn tick(&mut self, now: Time) {
+        self.expire_leases(now);
         self.step(now);
     }
 
     /// When the caller must call [`Core::tick`] next at the latest (always after `now`).
     pub fn next_deadline(&self, now: Time) -> Time {
-        let dead = self.spec.timing.dead;
-        let mut candidates = vec![self.next_send];
+        let t = &self.spec.timing;
+        let dead = t.dead;
+        let mut c = vec![self.next_send];
         for p in &self.peers {
             if p.alive {
-                candidates.extend(p.last_heard.map(|h| h + dead));
-                if self.spec.majority_quorum {
-                    let fence = dead.saturating_sub(self.spec.timing.heartbeat);
-                    candidates.extend(p.last_heard.map(|h| h + fence));
-                }
+                c.extend(p.last_heard.map(|h| h + dead));
                 if self.spec.auto_failback {
-                    candidates.push(p.alive_since + self.spec.failback_delay);
+                    c.push(p.alive_since + self.spec.failback_delay);
                 }
             }
             for (l, heard) in p.links.iter().enumerate() {
                 if p.link_up[l] {
-                    candidates.extend(heard.map(|h| h + dead));
+                    c.extend(heard.map(|h| h + dead));
                 }
             }
         }
         if !self.settled {
-            candidates.push(self.settle_deadline);
+            c.push(self.settle_deadline);
         }
-        candidates.extend(self.groups.iter().filter_map(|g| g.failed_until));
-        candidates
-            .into_iter()
+        for g in &self.groups {
+            match &g.phase {
+                Phase::BackedOff { until } | Phase::Declined { until } => c.push(*until),
+                Phase::StopFailed { retry_at, .. } => c.push(*retry_at),
+                Phase::Acquiring { since, .. } => c.push(*since + self.acquire_timeout()),
+                Phase::Held {
+                    lease_end: Some(e), ..
+                } => c.push(e.saturating_sub(t.stop_bound)),
+                _ => {}
+            }
+            if self.consensus.is_some() {
+                c.push(g.observed.1 + t.takeover_wait());
+            }
+        }
+        if self.consensus.is_some() {
+            c.push(self.next_raft_tick);
+            c.push(self.next_renew);
+        }
+        if let Some(since) = self.leaving {
+            c.push(since + self.leave_timeout());
+        }
+        c.into_iter()
             .filter(|t| *t > now)
             .min()
             .unwrap_or(now + self.spec.timing.heartbeat)
+    }
+
+    fn acquire_timeout(&self) -> Duration {
+        self.spec.timing.dead.max(self.spec.timing.raft_tick() * 4)
+    }
+
+    fn leave_timeout(&self) -> Duration {
+        self.spec.timing.dead * 3
     }
 
     fn unsettle(&mut self, now: Time, wait: Duration) {
@@ -732,25 +1008,15 @@ impl Core {
         self.actions.push_back(Action::Event(e));
     }
 
-    /// Majority check. A peer counts only if heard within one heartbeat less
-    /// than the dead time: a node cut off from the majority gives up its
-    /// groups a heartbeat *before* the majority declares it dead and takes
-    /// them, so the two sides never hold a group at the same time.
-    fn has_quorum(&self, now: Time) -> bool {
-        if !self.spec.majority_quorum {
-            return true;
+    fn propose(&mut self, cmd: Command) -> bool {
+        self.consensus.as_mut().is_some_and(|c| c.propose(&cmd))
+    }
+
+    fn has_quorum(&self) -> bool {
+        match &self.consensus {
+            None => true,
+            Some(c) => c.leader().is_some(),
         }
-        let fence = self
-            .spec
-            .timing
-            .dead
-            .saturating_sub(self.spec.timing.heartbeat);
-        let alive = 1 + self
-            .peers
-            .iter()
-            .filter(|p| p.alive && p.last_heard.is_some_and(|h| now.saturating_sub(h) < fence))
-            .count();
-        alive * 2 > self.spec.nodes.len()
     }
 
     fn my_priority(&self) -> u32 {
@@ -771,48 +1037,93 @@ impl Core {
             flags: Flags {
                 standby: self.standby,
                 connected: self.connected,
-                leaving: self.leaving && self.all_released(),
+                leaving: self.ready_to_leave(),
                 quorum: self.had_quorum,
             },
             groups: self
                 .groups
                 .iter()
-                .map(|g| (g.spec.name.clone(), g.state))
+                .map(|g| (g.spec.name.clone(), g.phase.wire()))
+                .collect(),
+            echo: self
+                .peers
+                .iter()
+                .filter(|p| p.generation != 0)
+                .map(|p| (p.name.clone(), p.generation))
                 .collect(),
         }
     }
 
+    /// Nothing runs here and (with consensus) the table holds nothing of ours.
     fn all_released(&self) -> bool {
-        self.groups.iter().all(|g| !g.state.holds() && !g.busy)
+        let local = self
+            .groups
+            .iter()
+            .all(|g| !g.phase.resources_may_run() && !g.phase.busy());
+        let table = match &self.consensus {
+            None => true,
+            Some(c) => c
+                .table()
+                .iter()
+                .all(|(_, l)| l.holder.as_deref() != Some(self.spec.me.as_str())),
+        };
+        local && table
+    }
+
+    fn ready_to_leave(&self) -> bool {
+        let Some(since) = self.leaving else {
+            return false;
+        };
+        let resources_down = self
+            .groups
+            .iter()
+            .all(|g| !g.phase.resources_may_run() && !g.phase.busy());
+        if !resources_down {
+            return false;
+        }
+        let timed_out = self.last_now_hint() >= since + self.leave_timeout();
+        let handed_over = match &self.consensus {
+            None => true,
+            Some(c) => self.all_released() && !c.is_leader(),
+        };
+        handed_over || timed_out
+    }
+
+    fn last_now_hint(&self) -> Time {
+        self.now_hint
     }
 
     /// Candidates for group `gi`: (name, priority, alive_since, state) of every
-    /// live node that may hold it, this node included.
+    /// live node that may hold it, this node included, best first.
     fn candidates(&self, gi: usize, now: Time) -> Vec<(String, u32, Time, GroupState)> {
         let g = &self.groups[gi];
         let allowed = |n: &str| g.spec.allowed.is_empty() || g.spec.allowed.iter().any(|a| a == n);
         let mut out = Vec::new();
         let me_ok = allowed(&self.spec.me)
+            && !self.spec.is_witness(&self.spec.me)
             && !self.standby
             && self.connected
-            && !self.leaving
+            && self.leaving.is_none()
             && self.had_quorum
-            && g.state != GroupState::Failed
-            && g.failed_until.is_none_or(|t| now >= t);
+            && g.phase.wire() != GroupState::Failed
+            && !matches!(g.phase, Phase::BackedOff { until } if now < until);
         if me_ok {
-            out.push((self.spec.me.clone(), self.my_priority(), self.boot, g.state));
+            out.push((
+                self.spec.me.clone(),
+                self.my_priority(),
+                self.boot,
+                g.phase.wire(),
+            ));
         }
         for p in &self.peers {
             let Some(a) = &p.advert else { continue };
             let st = p.state_of(&g.spec.name);
             if p.alive
+                && p.verified
+                && !p.witness
                 && allowed(&p.name)
                 && !a.flags.standby
                 && a.flags.connected
-                // A peer's quorum flag is not used here: a booting peer says
-                // "no quorum" until it has heard us, and skipping it would let a
-                // worse node grab the group. A peer without quorum never
-                // acquires by its own check, so this only costs liveness.
                 && !a.flags.leaving
                 && st != GroupState::Failed
             {
@@ -827,9 +1138,15 @@ impl Core {
     fn desired_owner(&self, gi: usize, now: Time) -> Option<String> {
         let cands = self.candidates(gi, now);
         let best = cands.first()?;
-        let holder = cands
-            .iter()
-            .find(|c| matches!(c.3, GroupState::Starting | GroupState::Owned));
+        let holder = match &self.consensus {
+            Some(c) => {
+                let h = c.table().lease(&self.groups[gi].spec.name).holder;
+                cands.iter().find(|x| Some(&x.0) == h.as_ref())
+            }
+            None => cands
+                .iter()
+                .find(|c| matches!(c.3, GroupState::Starting | GroupState::Owned)),
+        };
         let Some(holder) = holder else {
             return Some(best.0.clone());
         };
@@ -843,7 +1160,7 @@ impl Core {
         }
     }
 
-    /// Whether a live peer holds group `gi` in any state (starting, owned, stopping).
+    /// Unguarded mode: whether a live peer holds group `gi` in any state.
     fn other_holds(&self, gi: usize) -> Option<&str> {
         let name = &self.groups[gi].spec.name;
         self.peers
@@ -852,7 +1169,154 @@ impl Core {
             .map(|p| p.name.as_str())
     }
 
+    /// Consensus mode: a holder whose lease is about to run out stops now,
+    /// before anything else is done. Called first at every entry point, so
+    /// that a node resumed after a pause lets go before it acts.
+    fn expire_leases(&mut self, now: Time) {
+        self.now_hint = now;
+        let bound = self.spec.timing.stop_bound;
+        for gi in 0..self.groups.len() {
+            if let Phase::Held {
+                epoch,
+                lease_end: Some(end),
+                ..
+            } = self.groups[gi].phase
+            {
+                if now + bound >= end {
+                    let group = self.groups[gi].spec.name.clone();
+                    self.event(Event::LeaseExpiring { group, epoch });
+                    self.stop(gi, epoch, AfterStop::Release);
+                }
+            }
+        }
+    }
+
+    /// Drains the consensus engine: persist, send, apply.
+    fn pump(&mut self, now: Time) {
+        let Some(c) = self.consensus.as_mut() else {
+            return;
+        };
+        let out = c.poll();
+        let leader = c.leader().map(str::to_string);
+        let term = c.term();
+        if let Some(image) = out.persist {
+            self.counters.raft_persists += 1;
+            self.actions.push_back(Action::Persist(image));
+        }
+        for (to, payload) in out.messages {
+            self.counters.raft_sent += 1;
+            self.actions.push_back(Action::SendRaft { to, payload });
+        }
+        if leader != self.leader_seen {
+            self.leader_seen = leader.clone();
+            self.event(Event::Leader { node: leader, term });
+        }
+        for a in out.applied {
+            self.on_applied(a);
+        }
+        // Note when each lease last changed, on our clock: a takeover waits from there.
+        let Some(c) = self.consensus.as_ref() else {
+            return;
+        };
+        for g in &mut self.groups {
+            let v = c.table().lease(&g.spec.name).version;
+            if v != g.observed.0 || out.snapshot_installed {
+                g.observed = (v, now);
+            }
+        }
+    }
+
+    fn on_applied(&mut self, a: Applied) {
+        let me = self.spec.me.clone();
+        let lease = self.spec.timing.lease;
+        match a {
+            Applied::Acquired {
+                group,
+                node,
+                epoch,
+                previous,
+                nonce,
+            } => {
+                let Some(gi) = self.groups.iter().position(|g| g.spec.name == group) else {
+                    return;
+                };
+                self.groups[gi].last_holder = previous.clone();
+                match self.groups[gi].phase.clone() {
+                    Phase::Acquiring { nonce: n, since } if n == nonce && node == me => {
+                        let lease_end = Some(since + lease);
+                        self.event(Event::LeaseGranted {
+                            group: group.clone(),
+                            epoch,
+                            from: previous.clone(),
+                        });
+                        match previous {
+                            Some(prev) if self.groups[gi].spec.fence => {
+                                self.groups[gi].phase = Phase::Fencing {
+                                    epoch,
+                                    target: prev.clone(),
+                                    lease_end,
+                                };
+                                self.event(Event::Fencing {
+                                    group: group.clone(),
+                                    node: prev.clone(),
+                                });
+                                self.actions.push_back(Action::Fence {
+                                    group,
+                                    node: prev,
+                                    epoch: epoch - 1,
+                                });
+                            }
+                            _ => self.start(gi, epoch, lease_end),
+                        }
+                        // Holder and leader on one node: a crash of another
+                        // node then costs no renewal.
+                        if let Some(c) = self.consensus.as_mut() {
+                            if !c.is_leader() {
+                                c.transfer_leader(&me);
+                            }
+                        }
+                    }
+                    Phase::Acquiring { .. } if node != me => {
+                        self.groups[gi].phase = Phase::Released;
+                    }
+                    _ => {}
+                }
+            }
+            Applied::Renewed {
+                node,
+                groups,
+                nonce,
+            } if node == me => {
+                let Some(&(_, proposed)) = self.renewals.iter().find(|(n, _)| *n == nonce) else {
+                    return;
+                };
+                for g in &mut self.groups {
+                    if groups.contains(&g.spec.name) {
+                        if let Some(end) = g.phase.lease_end_mut() {
+                            *end = (*end).max(proposed + lease);
+                        }
+                    }
+                }
+            }
+            Applied::Rejected {
+                command:
+                    Command::Acquire {
+                        group, nonce, node, ..
+                    },
+                ..
+            } if node == me => {
+                if let Some(g) = self.groups.iter_mut().find(|g| g.spec.name == group) {
+                    if matches!(g.phase, Phase::Acquiring { nonce: n, .. } if n == nonce) {
+                        g.phase = Phase::Released;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn step(&mut self, now: Time) {
+        self.now_hint = now;
         // 1. Failure detection.
         let dead = self.spec.timing.dead;
         let mut events = Vec::new();
@@ -883,16 +1347,6 @@ impl Core {
         for e in events {
             self.event(e);
         }
-        let q = self.has_quorum(now);
-        if q != self.had_quorum {
-            self.had_quorum = q;
-            self.event(Event::Quorum { has: q });
-            if q {
-                // Back from a partition: peers we cannot hear yet may hold
-                // groups. Wait one dead time (or until all are heard) first.
-                self.unsettle(now, self.spec.timing.dead);
-            }
-        }
         let since = self.unsettled_at;
         if !self.settled
             && (now >= self.settle_deadline
@@ -906,28 +1360,273 @@ impl Core {
 
         // 2. Back-offs that expired.
         for g in &mut self.groups {
-            if g.state == GroupState::Failed && g.failed_until.is_some_and(|t| now >= t) {
-                g.state = GroupState::Released;
+            match g.phase {
+                Phase::BackedOff { until } | Phase::Declined { until } if now >= until => {
+                    g.phase = Phase::Released;
+                }
+                _ => {}
             }
         }
 
-        // 3. Election, group by group.
+        // 3. Consensus: tick, apply what is committed, renew our leases.
+        if self.consensus.is_some() {
+            let tick = self.spec.timing.raft_tick();
+            let mut ticks = 0;
+            while now >= self.next_raft_tick && ticks < 8 {
+                if let Some(c) = self.consensus.as_mut() {
+                    c.tick();
+                }
+                self.next_raft_tick += tick;
+                ticks += 1;
+            }
+            if now >= self.next_raft_tick {
+                self.next_raft_tick = now + tick;
+            }
+            self.pump(now);
+            if now >= self.next_renew {
+                self.next_renew = now + tick;
+                self.renew(now);
+            }
+        }
+        let q = self.has_quorum();
+        if q != self.had_quorum {
+            self.had_quorum = q;
+            // With consensus, the leader events say it (and nothing is
+            // released for the lack of a leader: leases decide).
+            if self.consensus.is_none() {
+                self.event(Event::Quorum { has: q });
+                if q {
+                    self.unsettle(now, self.spec.timing.dead);
+                }
+            }
+        }
+
+        // 4. Decisions, group by group.
         for gi in 0..self.groups.len() {
-            if self.groups[gi].busy {
+            if self.groups[gi].phase.busy() {
                 continue;
             }
-            let desired = if self.leaving {
-                None
+            if self.consensus.is_some() {
+                self.decide_consensus(gi, now);
             } else {
-                self.desired_owner(gi, now)
-            };
-            let me = desired.as_deref() == Some(self.spec.me.as_str());
-            let state = self.groups[gi].state;
-            let name = self.groups[gi].spec.name.clone();
-            // A healed partition: both sides held the group. When the other
-            // gives it up, clients may still be sent its way (its gratuitous
-            // ARP was the last they heard), so announce ours again.
-            if state == GroupState::Owned {
+                self.decide_unguarded(gi, now);
+            }
+        }
+
+        // 5. A clean stop hands consensus leadership over before leaving.
+        if self.leaving.is_some() && self.all_released() {
+            if let Some(c) = self.consensus.as_mut() {
+                if c.is_leader() && self.transfer_asked.is_none_or(|t| now >= t + dead) {
+                    self.transfer_asked = Some(now);
+                    let next = self
+                        .peers
+                        .iter()
+                        .filter(|p| p.alive)
+                        .max_by(|a, b| {
+                            rank_key(b.priority, &b.name).cmp(&rank_key(a.priority, &a.name))
+                        })
+                        .map(|p| p.name.clone());
+                    if let Some(n) = next {
+                        c.transfer_leader(&n);
+                    }
+                }
+            }
+        }
+        self.pump(now);
+
+        // 6. Adverts: on schedule, and at once when what we say has changed.
+        let advert = self.advert();
+        if now >= self.next_send || self.last_sent.as_ref() != Some(&advert) {
+            self.next_send = now + self.spec.timing.heartbeat;
+            self.last_sent = Some(advert.clone());
+            self.counters.adverts_sent += 1;
+            let leaving = advert.flags.leaving;
+            self.actions.push_back(Action::Send(advert));
+            if leaving && !self.left_emitted {
+                self.left_emitted = true;
+                self.actions.push_back(Action::Left);
+            }
+        }
+    }
+
+    /// Proposes one renewal covering every lease this node counts on.
+    fn renew(&mut self, now: Time) {
+        let leases: Vec<(String, u64)> = self
+            .groups
+            .iter_mut()
+            .filter_map(|g| {
+                let epoch = g.phase.held_epoch()?;
+                g.phase
+                    .lease_end_mut()
+                    .map(|_| (g.spec.name.clone(), epoch))
+            })
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce;
+        let node = self.spec.me.clone();
+        if self.propose(Command::Renew {
+            node,
+            leases,
+            nonce,
+        }) {
+            self.renewals.push_back((nonce, now));
+            let horizon = self.spec.timing.lease;
+            while self
+                .renewals
+                .front()
+                .is_some_and(|(_, t)| now.saturating_sub(*t) > horizon)
+            {
+                self.renewals.pop_front();
+            }
+        }
+    }
+
+    fn decide_consensus(&mut self, gi: usize, now: Time) {
+        let Some(c) = self.consensus.as_ref() else {
+            return;
+        };
+        let name = self.groups[gi].spec.name.clone();
+        let lease: Lease = c.table().lease(&name);
+        let me = self.spec.me.clone();
+        let mine = lease.holder.as_deref() == Some(me.as_str());
+        let desired = if self.leaving.is_some() {
+            None
+        } else {
+            self.desired_owner(gi, now)
+        };
+        let me_desired = desired.as_deref() == Some(me.as_str());
+        match self.groups[gi].phase.clone() {
+            Phase::Released
+            | Phase::BackedOff { .. }
+            | Phase::Declined { .. }
+            | Phase::AwaitingLink
+                if mine =>
+            {
+                // The table says ours, but nothing runs here (a restart, a
+                // failed start, a finished stop): give it back.
+                let due = self.groups[gi]
+                    .last_release_proposal
+                    .is_none_or(|t| now >= t + self.spec.timing.raft_tick());
+                if due {
+                    self.groups[gi].last_release_proposal = Some(now);
+                    self.propose(Command::Release {
+                        group: name,
+                        node: me,
+                        epoch: lease.epoch,
+                    });
+                }
+            }
+            Phase::Released => {
+                let stuck_on = lease.holder.clone().filter(|_| lease.stop_failed.is_some());
+                if let Some(holder) = stuck_on {
+                    // The best live candidate other than the stuck holder fences it.
+                    let fencer = self
+                        .candidates(gi, now)
+                        .into_iter()
+                        .map(|c| c.0)
+                        .find(|n| *n != holder);
+                    if self.groups[gi].spec.fence && fencer.as_deref() == Some(me.as_str()) {
+                        self.groups[gi].phase = Phase::FencingOther {
+                            target: holder.clone(),
+                            epoch: lease.epoch,
+                        };
+                        self.event(Event::Fencing {
+                            group: name.clone(),
+                            node: holder.clone(),
+                        });
+                        self.actions.push_back(Action::Fence {
+                            group: name,
+                            node: holder,
+                            epoch: lease.epoch,
+                        });
+                    }
+                    return;
+                }
+                let observed = self.groups[gi].observed;
+                let free = lease.holder.is_none()
+                    || (observed.0 == lease.version
+                        && now >= observed.1 + self.spec.timing.takeover_wait());
+                let due = self.groups[gi]
+                    .last_acquire_proposal
+                    .is_none_or(|t| now >= t + self.spec.timing.raft_tick());
+                if me_desired && self.settled && free && due {
+                    self.groups[gi].last_acquire_proposal = Some(now);
+                    self.nonce += 1;
+                    let nonce = self.nonce;
+                    let reason = match &lease.holder {
+                        Some(h) => format!("the lease of {h} expired"),
+                        None => self.why_acquire(gi),
+                    };
+                    if self.propose(Command::Acquire {
+                        group: name.clone(),
+                        node: me,
+                        expect_version: lease.version,
+                        nonce,
+                    }) {
+                        self.groups[gi].phase = Phase::Acquiring { nonce, since: now };
+                        self.event(Event::Acquiring {
+                            group: name,
+                            reason,
+                        });
+                    }
+                }
+            }
+            Phase::Acquiring { since, .. } => {
+                if now >= since + self.acquire_timeout() {
+                    self.groups[gi].phase = Phase::Released;
+                }
+            }
+            Phase::Held { epoch, .. } => {
+                if !mine || lease.epoch != epoch {
+                    self.event(Event::LeaseLost {
+                        group: name,
+                        holder: lease.holder.clone(),
+                    });
+                    self.stop(gi, epoch, AfterStop::Release);
+                } else if !me_desired {
+                    let reason = self.why_release(desired.as_deref());
+                    self.event(Event::Releasing {
+                        group: name,
+                        reason,
+                    });
+                    self.stop(gi, epoch, AfterStop::Release);
+                }
+            }
+            Phase::StopFailed {
+                epoch,
+                retry_at,
+                then,
+                ..
+            } if now >= retry_at => {
+                // A back-off counts from the stop that finally works.
+                let then = match then {
+                    AfterStop::BackOff(_) => {
+                        AfterStop::BackOff(now + self.groups[gi].spec.failure_backoff)
+                    }
+                    other => other,
+                };
+                self.stop(gi, epoch, then);
+            }
+            _ => {}
+        }
+    }
+
+    fn decide_unguarded(&mut self, gi: usize, now: Time) {
+        let desired = if self.leaving.is_some() {
+            None
+        } else {
+            self.desired_owner(gi, now)
+        };
+        let me = desired.as_deref() == Some(self.spec.me.as_str());
+        let name = self.groups[gi].spec.name.clone();
+        match self.groups[gi].phase.clone() {
+            Phase::Held { epoch, .. } => {
+                // A healed partition: both sides held the group. When the other
+                // gives it up, clients may still be sent its way (its gratuitous
+                // ARP was the last they heard), so announce ours again.
                 let other = self.other_holds(gi).map(str::to_string);
                 match (other, self.groups[gi].contested_by.take()) {
                     (Some(o), _) => self.groups[gi].contested_by = Some(o),
@@ -940,52 +1639,48 @@ impl Core {
                     }
                     (None, _) => {}
                 }
-            }
-            match state {
-                GroupState::Released if me && self.settled && self.other_holds(gi).is_none() => {
-                    let reason = self.why_acquire(gi);
-                    let g = &mut self.groups[gi];
-                    g.state = GroupState::Starting;
-                    g.busy = true;
-                    self.event(Event::Acquiring {
-                        group: name.clone(),
-                        reason,
-                    });
-                    self.actions.push_back(Action::Start(name));
-                }
-                GroupState::Owned | GroupState::Starting if !me => {
-                    let reason = match (&desired, self.leaving) {
-                        (_, true) => "this node is stopping".to_string(),
-                        (Some(d), _) => format!("{d} should hold it"),
-                        (None, _) => {
-                            "this node may not hold it (standby, no quorum or cut off)".to_string()
-                        }
-                    };
-                    let g = &mut self.groups[gi];
-                    g.state = GroupState::Stopping;
-                    g.busy = true;
+                if !me {
+                    let reason = self.why_release(desired.as_deref());
                     self.event(Event::Releasing {
-                        group: name.clone(),
+                        group: name,
                         reason,
                     });
-                    self.actions.push_back(Action::Stop(name));
+                    self.stop(gi, epoch, AfterStop::Release);
                 }
-                _ => {}
             }
+            Phase::Released if me && self.settled && self.other_holds(gi).is_none() => {
+                let reason = self.why_acquire(gi);
+                self.event(Event::Acquiring {
+                    group: name,
+                    reason,
+                });
+                self.local_epoch += 1;
+                self.start(gi, self.local_epoch, None);
+            }
+            Phase::StopFailed {
+                epoch,
+                retry_at,
+                then,
+                ..
+            } if now >= retry_at => {
+                // A back-off counts from the stop that finally works.
+                let then = match then {
+                    AfterStop::BackOff(_) => {
+                        AfterStop::BackOff(now + self.groups[gi].spec.failure_backoff)
+                    }
+                    other => other,
+                };
+                self.stop(gi, epoch, then);
+            }
+            _ => {}
         }
+    }
 
-        // 4. Adverts: on schedule, and at once when what we say has changed.
-        let advert = self.advert();
-        if now >= self.next_send || self.last_sent.as_ref() != Some(&advert) {
-            self.next_send = now + self.spec.timing.heartbeat;
-            self.last_sent = Some(advert.clone());
-            self.counters.adverts_sent += 1;
-            let leaving = advert.flags.leaving;
-            self.actions.push_back(Action::Send(advert));
-            if leaving && !self.left_emitted {
-                self.left_emitted = true;
-                self.actions.push_back(Action::Left);
-            }
+    fn why_release(&self, desired: Option<&str>) -> String {
+        match (desired, self.leaving.is_some()) {
+            (_, true) => "this node is stopping".to_string(),
+            (Some(d), _) => format!("{d} should hold it"),
+            (None, _) => "this node may not hold it (standby, cut off or failed)".to_string(),
         }
     }
 
@@ -1008,12 +1703,13 @@ impl Core {
             name: self.spec.me.clone(),
             me: true,
             priority: self.my_priority(),
-            alive: !self.leaving,
+            alive: self.leaving.is_none(),
             last_heard_ms: Some(0),
             links: vec![true; self.spec.links],
             standby: self.standby,
             connected: self.connected,
             quorum: self.had_quorum,
+            witness: self.spec.is_witness(&self.spec.me),
         }];
         for p in &self.peers {
             let flags = p.advert.as_ref().map(|a| a.flags).unwrap_or_default();
@@ -1029,6 +1725,7 @@ impl Core {
                 standby: flags.standby,
                 connected: flags.connected,
                 quorum: flags.quorum,
+                witness: p.witness,
             });
         }
         let groups = self
@@ -1036,7 +1733,7 @@ impl Core {
             .iter()
             .enumerate()
             .map(|(gi, g)| {
-                let owner = if g.state == GroupState::Owned {
+                let owner = if matches!(g.phase, Phase::Held { .. }) {
                     Some(self.spec.me.clone())
                 } else {
                     self.peers
@@ -1044,15 +1741,52 @@ impl Core {
                         .find(|p| p.alive && p.state_of(&g.spec.name) == GroupState::Owned)
                         .map(|p| p.name.clone())
                 };
+                let table = self.consensus.as_ref().map(|c| c.table().lease(&g.spec.name));
+                let local_stop_failed = match &g.phase {
+                    Phase::StopFailed { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                };
+                let stop_failed = table
+                    .as_ref()
+                    .and_then(|l| l.stop_failed.clone())
+                    .or(local_stop_failed)
+                    .map(|r| {
+                        format!(
+                            "{r} (the group stays put: fix it, configure a fence, or run `keepup cleanup {}` once it is stopped by hand)",
+                            g.spec.name
+                        )
+                    });
+                let lease_ms_left = match &g.phase {
+                    Phase::Held {
+                        lease_end: Some(e), ..
+                    }
+                    | Phase::Starting {
+                        lease_end: Some(e), ..
+                    } => Some(e.saturating_sub(now).as_millis() as u64),
+                    _ => None,
+                };
                 GroupView {
                     name: g.spec.name.clone(),
-                    owner,
-                    local_state: format!("{:?}", g.state).to_lowercase(),
+                    owner: owner.clone(),
+                    local_state: g.phase.name().to_string(),
                     desired: self.desired_owner(gi, now),
-                    backoff_ms: g
-                        .failed_until
-                        .filter(|t| *t > now)
-                        .map(|t| (t - now).as_millis() as u64),
+                    backoff_ms: match g.phase {
+                        Phase::BackedOff { until } if until > now => {
+                            Some((until - now).as_millis() as u64)
+                        }
+                        _ => None,
+                    },
+                    epoch: table
+                        .as_ref()
+                        .map(|l| l.epoch)
+                        .or(g.phase.held_epoch())
+                        .unwrap_or(0),
+                    holder: match &table {
+                        Some(l) => l.holder.clone(),
+                        None => owner,
+                    },
+                    stop_failed,
+                    lease_ms_left,
                 }
             })
             .collect();
@@ -1063,69 +1797,41 @@ impl Core {
             nodes,
             groups,
             counters: self.counters.clone(),
+            ownership: match self.spec.ownership {
+                Ownership::Consensus => "consensus".into(),
+                Ownership::Unguarded => "unguarded".into(),
+            },
+            consensus: self.consensus.as_ref().map(|c| ConsensusView {
+                leader: c.leader().map(str::to_string),
+                term: c.term(),
+                voters: c.voters(),
+                applied_index: c.applied_index(),
+            }),
         }
     }
 
-    /// The local state of `group` (for tests and the agent).
+    /// The local state of `group`, as advertised (for tests and the agent).
     pub fn group_state(&self, group: &str) -> Option<GroupState> {
+        self.phase(group).map(Phase::wire)
+    }
+
+    /// The local phase of `group`.
+    pub fn phase(&self, group: &str) -> Option<&Phase> {
         self.groups
             .iter()
             .find(|g| g.spec.name == group)
-            .map(|g| g.state)
+            .map(|g| &g.phase)
     }
-}
 
-/// What `keepup status` shows about the cluster.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterView {
-    /// Cluster name.
-    pub cluster: String,
-    /// This node.
-    pub me: String,
-    /// Whether the initial dead time is over (or every peer was heard).
-    pub settled: bool,
-    /// Every node, this one first.
-    pub nodes: Vec<NodeView>,
-    /// Every group.
-    pub groups: Vec<GroupView>,
-    /// Protocol counters.
-    pub counters: CoreCounters,
-}
+    /// The consensus table's lease for `group` as applied here (None when unguarded).
+    pub fn lease(&self, group: &str) -> Option<Lease> {
+        self.consensus.as_ref().map(|c| c.table().lease(group))
+    }
 
-/// One node in a [`ClusterView`].
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    /// Name.
-    pub name: String,
-    /// Is this the local node?
-    pub me: bool,
-    /// Election priority.
-    pub priority: u32,
-    /// Alive (heard within the dead time on some link).
-    pub alive: bool,
-    /// Milliseconds since last heard (None: never).
-    pub last_heard_ms: Option<u64>,
-    /// Per link: heard within the dead time.
-    pub links: Vec<bool>,
-    /// In standby.
-    pub standby: bool,
-    /// Reaches its ping targets.
-    pub connected: bool,
-    /// Has quorum.
-    pub quorum: bool,
-}
-
-/// One group in a [`ClusterView`].
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupView {
-    /// Name.
-    pub name: String,
-    /// The node that owns it (started and running), if any.
-    pub owner: Option<String>,
-    /// This node's state for it.
-    pub local_state: String,
-    /// The node that should hold it by the election rules.
-    pub desired: Option<String>,
-    /// Remaining failure back-off on this node, in ms.
-    pub backoff_ms: Option<u64>,
+    /// The consensus leader this node knows, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.consensus
+            .as_ref()
+            .and_then(|c| c.leader().map(str::to_string))
+    }
 }

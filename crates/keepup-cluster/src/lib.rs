@@ -35,8 +35,14 @@
 #![forbid(unsafe_code)]
 
 mod core;
+mod event;
+mod phase;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+mod view;
 
 pub use crate::core::*;
+pub use crate::event::Event;
+pub use crate::phase::{AfterStop, Phase};
+pub use crate::view::{ClusterView, ConsensusView, GroupView, NodeView};
 pub use keepup_wire::{Advert, Flags, GroupState};

@@ -212,7 +212,7 @@ fn two_node_partition_without_quorum_heals_to_one_owner() {
 #[test]
 fn three_node_partition_majority_side_wins() {
     let mut spec = Sim::spec(&[("a", 300), ("b", 200), ("c", 100)], 1, Sim::timing());
-    spec.majority_quorum = true;
+    spec.ownership = keepup_cluster::Ownership::Consensus;
     let mut sim = Sim::new(spec, 11);
     boot_all(&mut sim, &["a", "b", "c"]);
     sim.run_for(ms(2000));
@@ -234,7 +234,7 @@ fn three_node_partition_majority_side_wins() {
 fn three_nodes_starting_together_with_majority_quorum_elect_one() {
     for seed in 1..50 {
         let mut spec = Sim::spec(&[("a", 300), ("b", 200), ("c", 100)], 1, Sim::timing());
-        spec.majority_quorum = true;
+        spec.ownership = keepup_cluster::Ownership::Consensus;
         let mut sim = Sim::new(spec, seed);
         sim.jitter = ms(3);
         boot_all(&mut sim, &["c", "b", "a"]);
@@ -309,7 +309,7 @@ proptest! {
     // Safety: on a network where everybody hears everybody (with jitter and
     // reordering), no sequence of crashes, reboots and clean stops ever
     // makes two nodes own the group at once; liveness: once things calm
-    // down, some running node owns it.
+    // down, a running majority owns it.
     #[test]
     fn never_two_owners_on_a_connected_network(seed in 1u64..1000, ops in proptest::collection::vec(op(), 1..25)) {
         let names = ["a", "b", "c"];
@@ -327,10 +327,12 @@ proptest! {
         }
         sim.run_for(ms(3000));
         prop_assert!(max_simultaneous_owners(&sim) <= 1, "ownership: {:?}", sim.ownership);
+        // Three nodes decide by consensus: a majority running holds the
+        // group, a lone node cannot (its lease runs out).
         let running = names.iter().filter(|n| sim.core(n).is_some()).count();
-        if running > 0 {
-            prop_assert_eq!(sim.owners(G).len(), 1, "ownership: {:?}", sim.ownership);
-        }
+        let expected = usize::from(running >= 2);
+        prop_assert_eq!(sim.owners(G).len(), expected, "ownership: {:?}", sim.ownership);
+        prop_assert!(sim.check().is_empty(), "{:?}", sim.check());
     }
 }
 

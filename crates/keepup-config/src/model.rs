@@ -56,6 +56,13 @@ pub struct ClusterSection {
     /// Quorum policy: "auto" (majority with 3+ nodes, none with 2), "majority", "none".
     #[serde(default)]
     pub quorum: QuorumPolicy,
+    /// Where the node keeps its boot counter and consensus log (fsync'd).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/keepup")
 }
 
 fn default_port() -> u16 {
@@ -90,6 +97,11 @@ pub struct TimingSection {
     pub warn_ms: u64,
     /// After boot, how long to wait for peers before acting on their absence.
     pub initial_dead_ms: u64,
+    /// Consensus mode: how long a committed renewal keeps a group (default: dead_ms).
+    pub lease_ms: Option<u64>,
+    /// Consensus mode: the longest a group's stop may take; the holder starts
+    /// stopping this long before its lease ends (default: dead_ms / 4).
+    pub stop_bound_ms: Option<u64>,
 }
 
 impl Default for TimingSection {
@@ -99,6 +111,8 @@ impl Default for TimingSection {
             dead_ms: 300,
             warn_ms: 200,
             initial_dead_ms: 1000,
+            lease_ms: None,
+            stop_bound_ms: None,
         }
     }
 }
@@ -165,6 +179,27 @@ pub struct NodeConfig {
     /// Higher wins the election; ties go to the lower name.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// "node" (default) or "witness": a witness votes and never holds a group.
+    #[serde(default)]
+    pub role: NodeRole,
+}
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Votes and may hold groups.
+    #[default]
+    Node,
+    /// Votes, holds nothing: the third vote of a two-node site.
+    Witness,
+}
+
+impl NodeConfig {
+    /// A witness: votes, holds no resources.
+    pub fn is_witness(&self) -> bool {
+        self.role == NodeRole::Witness
+    }
 }
 
 fn default_priority() -> u32 {
@@ -186,6 +221,23 @@ pub struct GroupConfig {
     /// After a failed start, the first back-off before this node tries again.
     #[serde(default = "default_backoff")]
     pub failure_backoff_ms: u64,
+    /// Run against a holder that may still run the group (its lease expired
+    /// without a release, or its stop failed) before the group starts elsewhere.
+    pub fence: Option<FenceConfig>,
+}
+
+/// How to fence a node, as Pacemaker's STONITH does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum FenceConfig {
+    /// A command; `KEEPUP_FENCE_NODE`, `KEEPUP_GROUP` and `KEEPUP_EPOCH` are set. Exit 0 = fenced.
+    Exec {
+        /// Shell command.
+        command: String,
+        /// Longest it may run.
+        #[serde(default = "default_exec_timeout")]
+        timeout_ms: u64,
+    },
 }
 
 fn default_backoff() -> u64 {

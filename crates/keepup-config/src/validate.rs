@@ -135,8 +135,53 @@ pub(crate) fn validate(
         ));
     }
 
+    if let Some(lease) = t.lease_ms {
+        if lease < 2 * t.heartbeat_ms {
+            c.nowhere(format!(
+                "[timing] lease_ms ({lease}) must be at least twice heartbeat_ms ({})",
+                t.heartbeat_ms
+            ));
+        }
+    }
+    let lease = t.lease_ms.unwrap_or(t.dead_ms);
+    if let Some(bound) = t.stop_bound_ms {
+        if bound * 2 > lease {
+            c.nowhere(format!(
+                "[timing] stop_bound_ms ({bound}) must be at most half of the lease ({lease} ms): the holder starts stopping this long before its lease ends; raise lease_ms"
+            ));
+        }
+    }
+
     if f.node.is_empty() {
         c.nowhere("no [[node]] defined; a cluster needs at least one");
+    }
+    let unguarded = match f.cluster.quorum {
+        crate::QuorumPolicy::None => true,
+        crate::QuorumPolicy::Majority => false,
+        crate::QuorumPolicy::Auto => f.node.len() < 3,
+    };
+    let mut ids = std::collections::BTreeMap::new();
+    for n in &f.node {
+        if let Some(other) = ids.insert(consensus_id(n.name.get_ref()), n.name.get_ref()) {
+            c.at(
+                &n.name,
+                format!(
+                    "node names {other:?} and {:?} hash to the same consensus id; rename one",
+                    n.name.get_ref()
+                ),
+            );
+        }
+    }
+    let witnesses: BTreeSet<&String> = f
+        .node
+        .iter()
+        .filter(|n| n.is_witness())
+        .map(|n| n.name.get_ref())
+        .collect();
+    if f.node.iter().all(|n| n.is_witness()) && !f.node.is_empty() {
+        c.nowhere(
+            "every [[node]] is a witness: at least one must be role = \"node\" to hold groups",
+        );
     }
     let mut names = BTreeSet::new();
     let links = f.node.first().map(|n| n.addresses.len()).unwrap_or(0);
@@ -172,6 +217,16 @@ pub(crate) fn validate(
             c.at(&g.name, format!("duplicate group {:?}", g.name.get_ref()));
         }
         for n in &g.nodes {
+            if witnesses.contains(n.get_ref()) {
+                c.at(
+                    n,
+                    format!(
+                        "group {:?} names {:?}, a witness: witnesses vote but never hold groups",
+                        g.name.get_ref(),
+                        n.get_ref()
+                    ),
+                );
+            }
             if !names.contains(n.get_ref()) {
                 c.at(
                     n,
@@ -215,6 +270,15 @@ pub(crate) fn validate(
                 }
                 ResourceConfig::Exec(_) => {}
                 ResourceConfig::DbPrimary(d) => {
+                    if unguarded {
+                        c.at(
+                            &g.name,
+                            format!(
+                                "group {:?} has a db-primary resource, which must never run on two nodes at once, but ownership is unguarded (quorum = \"none\", or \"auto\" with fewer than 3 nodes): a partition would make both servers writable. Add a witness, e.g. [[node]] name = \"witness\" addresses = [...] role = \"witness\" (the backup server or a small VM)",
+                                g.name.get_ref()
+                            ),
+                        );
+                    }
                     let servers: Vec<&str> = f
                         .database
                         .as_ref()
@@ -270,6 +334,17 @@ pub(crate) fn validate(
     } else {
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// The consensus engine's id for a node name (FNV-1a, as keepup-consensus
+/// computes it; a collision is refused above).
+fn consensus_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// Addresses configured on this host's interfaces (from /proc, no netlink needed).

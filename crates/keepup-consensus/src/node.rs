@@ -190,12 +190,27 @@ impl Consensus {
     /// Feeds a message that arrived, authenticated, from node `from`.
     pub fn step(&mut self, from: &str, bytes: &[u8]) -> Result<(), StepError> {
         use protobuf::Message as _;
-        let m = Message::parse_from_bytes(bytes)
-            .map_err(|e| StepError::Undecodable(e.to_string()))?;
-        if m.from != node_id(from) || m.to != self.raw.raft.id || raft::raw_node::is_local_msg(m.get_msg_type()) {
+        let m =
+            Message::parse_from_bytes(bytes).map_err(|e| StepError::Undecodable(e.to_string()))?;
+        if m.from != node_id(from)
+            || m.to != self.raw.raft.id
+            || raft::raw_node::is_local_msg(m.get_msg_type())
+        {
             return Err(StepError::Misaddressed);
         }
-        let r = self.raw.step(m).map_err(|e| StepError::Refused(e.to_string()));
+        if std::env::var("KEEPUP_RAFT_DEBUG").is_ok() {
+            eprintln!(
+                "step {:?} term {} from {} to {}",
+                m.get_msg_type(),
+                m.term,
+                m.from,
+                m.to
+            );
+        }
+        let r = self
+            .raw
+            .step(m)
+            .map_err(|e| StepError::Refused(e.to_string()));
         self.rerandomize();
         r
     }

@@ -37,6 +37,9 @@ impl LogStore {
     /// A fresh log whose membership is `voters`.
     pub fn new(voters: Vec<u64>) -> LogStore {
         let mut s = LogStore::default();
+        // Term 1, not 0: raft-rs 0.7 panics when it rejects a pre-vote by
+        // priority while its own term is still 0 (it answers with term 0).
+        s.hard_state.term = 1;
         s.conf_state.voters = voters.clone();
         s.snapshot.mut_metadata().mut_conf_state().voters = voters;
         s

@@ -231,7 +231,14 @@ impl LeaseTable {
                 node,
                 epoch,
                 by,
-            } => self.free_if_held(index, group, node, *epoch, format!("fenced by {by}"), &command),
+            } => self.free_if_held(
+                index,
+                group,
+                node,
+                *epoch,
+                format!("fenced by {by}"),
+                &command,
+            ),
             Command::StopFailed {
                 group,
                 node,

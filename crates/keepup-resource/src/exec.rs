@@ -3,7 +3,8 @@
 //!
 //! Each command runs as `/bin/sh -c COMMAND` in a process group of its own,
 //! with stdin and stdout on `/dev/null` and stderr captured. The environment
-//! carries `KEEPUP_CLUSTER`, `KEEPUP_NODE`, `KEEPUP_GROUP`, `KEEPUP_RESOURCE`
+//! carries `KEEPUP_CLUSTER`, `KEEPUP_NODE`, `KEEPUP_GROUP`, `KEEPUP_EPOCH` (the
+//! fencing token of this acquisition), `KEEPUP_RESOURCE`
 //! and `KEEPUP_TRANSITION` (`start`, `stop` or `status`) on top of the
 //! agent's own environment and the configured `env` (the `KEEPUP_*`
 //! variables win over a configured variable of the same name).
@@ -132,6 +133,7 @@ impl Exec {
             .env("KEEPUP_CLUSTER", &self.ctx.cluster)
             .env("KEEPUP_NODE", &self.ctx.node)
             .env("KEEPUP_GROUP", &self.ctx.group)
+            .env("KEEPUP_EPOCH", self.ctx.epoch.get().to_string())
             .env("KEEPUP_RESOURCE", &self.cfg.name)
             .env("KEEPUP_TRANSITION", transition)
             .stdin(Stdio::null())

@@ -49,6 +49,24 @@ pub struct Context {
     pub node: String,
     /// The group the resource belongs to.
     pub group: String,
+    /// The fencing epoch of the current acquisition, set by the agent before
+    /// each start (exec scripts see it as `KEEPUP_EPOCH`).
+    pub epoch: Epoch,
+}
+
+/// A shared cell holding a group's current fencing epoch (0: never acquired).
+#[derive(Debug, Clone, Default)]
+pub struct Epoch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Epoch {
+    /// The current epoch.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Sets it (the agent, before starting a group).
+    pub fn set(&self, epoch: u64) {
+        self.0.store(epoch, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// What a monitor found.
@@ -109,6 +127,11 @@ pub trait Resource: Send + Sync {
     fn monitor_interval(&self) -> Duration;
     /// Upper bound for one start, stop or monitor call.
     fn timeout(&self) -> Duration;
+    /// The network interface the resource lives on, if any: a failure while
+    /// it has no carrier is this node's link fault, not the resource's.
+    fn link(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Builds the resource described by `cfg`.

@@ -420,6 +420,10 @@ impl Resource for Vip {
     fn timeout(&self) -> Duration {
         VIP_TIMEOUT
     }
+
+    fn link(&self) -> Option<String> {
+        Some(self.cfg.interface.clone())
+    }
 }
 
 impl Drop for Vip {

@@ -16,6 +16,7 @@ fn ctx() -> Context {
         cluster: "lab".to_string(),
         node: "lb1".to_string(),
         group: "web".to_string(),
+        epoch: keepup_resource::Epoch::default(),
     }
 }
 

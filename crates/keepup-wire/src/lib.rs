@@ -3,18 +3,24 @@
 //! old or repeated packets. Pure functions over byte slices: no sockets, no
 //! clocks, so the codec is fuzzed and property-tested in isolation.
 //!
-//! Layout (version 1, big-endian):
+//! Layout (version 2, big-endian):
 //!
 //! ```text
-//! magic "KU" | version u8 | kind u8 | generation u64 | seq u64 | link u8
-//! | cluster: len u8 + bytes | node: len u8 + bytes | priority u32 | flags u8
-//! | groups: count u8, then per group: len u8 + name, state u8
+//! magic "KU" | version u8 | kind u8 | generation u64 | seq u64 | link u8 | cluster: len u8 + bytes
+//! kind 1, heartbeat: node: len u8 + bytes | priority u32 | flags u8
+//!   | groups: count u8, then per group: len u8 + name, state u8
+//!   | echoes: count u8, then per peer: len u8 + name, generation u64
+//! kind 2, raft:      from: len u8 + bytes | to: len u8 + bytes | payload: len u16 + bytes
 //! | HMAC-SHA256 over everything before it (32 bytes)
 //! ```
 //!
-//! The generation is the sender's boot time in microseconds and the sequence
-//! number counts packets within it, so a captured packet replayed later is
-//! older than what the receiver has already seen on that link. The link index
+//! The generation is the sender's boot counter (persisted and fsync'd by
+//! the agent, never the wall clock) and the sequence number counts packets
+//! within it, so a captured packet replayed later is older than what the
+//! receiver has already seen on that link. A heartbeat echoes the
+//! generation it last heard from each peer: a receiver trusts a peer only
+//! once it has echoed the receiver's *current* generation, which a
+//! recording made before the receiver restarted cannot do. The link index
 //! is signed too, so a packet captured on one link cannot be replayed on
 //! another. Verification runs before any field is trusted; the MAC check is
 //! constant-time (the `hmac` crate's `verify_slice`), never hand-rolled.
@@ -28,9 +34,13 @@ use std::collections::HashMap;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Protocol version written in every packet.
-pub const VERSION: u8 = 1;
-/// Largest packet we send or accept; anything bigger is dropped unread.
+pub const VERSION: u8 = 2;
+/// Largest heartbeat we send or accept; anything bigger is dropped unread.
 pub const MAX_PACKET: usize = 1200;
+/// Largest raft frame (a snapshot of the lease table fits well inside).
+pub const MAX_RAFT_PACKET: usize = 16 * 1024;
+/// Most peers one heartbeat can echo.
+pub const MAX_ECHOES: usize = 32;
 const MAGIC: [u8; 2] = *b"KU";
 const MAC_LEN: usize = 32;
 const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 + 1;
@@ -68,6 +78,8 @@ pub enum GroupState {
     Stopping,
     /// Failed to start here recently; do not expect this node to take it.
     Failed,
+    /// A stop failed here: the resources may still run, so nobody else may start them.
+    StopFailed,
 }
 
 impl GroupState {
@@ -78,6 +90,7 @@ impl GroupState {
             GroupState::Owned => 2,
             GroupState::Stopping => 3,
             GroupState::Failed => 4,
+            GroupState::StopFailed => 5,
         }
     }
     fn from_byte(b: u8) -> Option<GroupState> {
@@ -87,6 +100,7 @@ impl GroupState {
             2 => GroupState::Owned,
             3 => GroupState::Stopping,
             4 => GroupState::Failed,
+            5 => GroupState::StopFailed,
             _ => return None,
         })
     }
@@ -94,7 +108,10 @@ impl GroupState {
     pub fn holds(self) -> bool {
         matches!(
             self,
-            GroupState::Starting | GroupState::Owned | GroupState::Stopping
+            GroupState::Starting
+                | GroupState::Owned
+                | GroupState::Stopping
+                | GroupState::StopFailed
         )
     }
 }
@@ -142,6 +159,8 @@ pub struct Advert {
     pub flags: Flags,
     /// Sender's state for each group, by group name.
     pub groups: Vec<(String, GroupState)>,
+    /// The generation the sender last heard from each peer (the freshness challenge).
+    pub echo: Vec<(String, u64)>,
 }
 
 /// An advert as sent on one link at one moment.
@@ -155,6 +174,52 @@ pub struct Packet {
     pub link: u8,
     /// The content.
     pub advert: Advert,
+}
+
+/// A raft message between two nodes, signed like a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftPacket {
+    /// Sender's boot generation.
+    pub generation: u64,
+    /// Per-generation sequence number (shared with the sender's heartbeats).
+    pub seq: u64,
+    /// Index of the link the packet was sent on.
+    pub link: u8,
+    /// Cluster name.
+    pub cluster: String,
+    /// Sender's node name.
+    pub from: String,
+    /// Receiver's node name.
+    pub to: String,
+    /// The encoded raft message (protobuf, from raft-rs).
+    pub payload: Vec<u8>,
+}
+
+/// Any verified packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A heartbeat advert.
+    Heartbeat(Packet),
+    /// A raft message.
+    Raft(RaftPacket),
+}
+
+impl Frame {
+    /// (sender, generation, seq, signed link) of either kind.
+    pub fn origin(&self) -> (&str, u64, u64, u8) {
+        match self {
+            Frame::Heartbeat(p) => (&p.advert.node, p.generation, p.seq, p.link),
+            Frame::Raft(r) => (&r.from, r.generation, r.seq, r.link),
+        }
+    }
+
+    /// The cluster name it was signed for.
+    pub fn cluster(&self) -> &str {
+        match self {
+            Frame::Heartbeat(p) => &p.advert.cluster,
+            Frame::Raft(r) => &r.cluster,
+        }
+    }
 }
 
 /// Why a packet was dropped. Each kind has its own counter in status and metrics.
@@ -210,6 +275,29 @@ pub enum DropReason {
         /// Link it came in on.
         arrived: u8,
     },
+    /// From a generation older than one already seen from that node on any link.
+    #[error("packet from {node}'s old generation {generation} (it has restarted since)")]
+    StaleGeneration {
+        /// Sender.
+        node: String,
+        /// Its generation.
+        generation: u64,
+    },
+    /// The sender has not yet echoed this node's current generation, so the
+    /// packet may be a recording made before this node restarted.
+    #[error("packet from {node} not yet proven fresh (it has not echoed our generation)")]
+    Unverified {
+        /// Sender.
+        node: String,
+    },
+    /// A raft message raft-rs could not use.
+    #[error("raft message from {node} refused: {why}")]
+    RaftRejected {
+        /// Sender.
+        node: String,
+        /// Why.
+        why: String,
+    },
     /// Not newer than what was already accepted from that node on that link.
     #[error("replayed or stale packet from {node} (generation {generation}, seq {seq})")]
     Replayed {
@@ -236,6 +324,9 @@ impl DropReason {
             DropReason::UnknownNode { .. } => "unknown_node",
             DropReason::WrongLink { .. } => "wrong_link",
             DropReason::Replayed { .. } => "replayed",
+            DropReason::StaleGeneration { .. } => "stale_generation",
+            DropReason::Unverified { .. } => "unverified",
+            DropReason::RaftRejected { .. } => "raft_rejected",
         }
     }
 }
@@ -268,9 +359,41 @@ pub fn encode(packet: &Packet, key: &Key, out: &mut Vec<u8>) {
         put_str(out, name);
         out.push(state.to_byte());
     }
+    let n = a.echo.len().min(MAX_ECHOES);
+    out.push(n as u8);
+    for (name, generation) in &a.echo[..n] {
+        put_str(out, name);
+        out.extend_from_slice(&generation.to_be_bytes());
+    }
+    sign(key, out);
+}
+
+fn sign(key: &Key, out: &mut Vec<u8>) {
     let mut mac = mac_for(key);
     mac.update(out);
     out.extend_from_slice(&mac.finalize().into_bytes());
+}
+
+/// Encodes and signs a raft frame into `out` (cleared first). A payload
+/// longer than fits in [`MAX_RAFT_PACKET`] is not sent (raft resends).
+pub fn encode_raft(packet: &RaftPacket, key: &Key, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if packet.payload.len() > MAX_RAFT_PACKET - 400 {
+        return false;
+    }
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(2);
+    out.extend_from_slice(&packet.generation.to_be_bytes());
+    out.extend_from_slice(&packet.seq.to_be_bytes());
+    out.push(packet.link);
+    put_str(out, &packet.cluster);
+    put_str(out, &packet.from);
+    put_str(out, &packet.to);
+    out.extend_from_slice(&(packet.payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(&packet.payload);
+    sign(key, out);
+    true
 }
 
 fn mac_for(key: &Key) -> HmacSha256 {
@@ -321,9 +444,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Verifies and decodes one datagram. Never panics, whatever the input.
+/// Verifies and decodes one heartbeat (a raft frame is `Malformed` here).
 pub fn decode(buf: &[u8], key: &Key) -> Result<Packet, DropReason> {
-    if buf.len() > MAX_PACKET {
+    match decode_frame(buf, key)? {
+        Frame::Heartbeat(p) => Ok(p),
+        Frame::Raft(_) => Err(DropReason::Malformed {
+            what: "a raft frame where a heartbeat was expected",
+        }),
+    }
+}
+
+/// Verifies and decodes one datagram of either kind. Never panics, whatever the input.
+pub fn decode_frame(buf: &[u8], key: &Key) -> Result<Frame, DropReason> {
+    if buf.len() > MAX_RAFT_PACKET || (buf.len() > MAX_PACKET && buf.get(3) != Some(&2)) {
         return Err(DropReason::Oversized { len: buf.len() });
     }
     if buf.len() < HEADER_LEN + MAC_LEN {
@@ -341,7 +474,8 @@ pub fn decode(buf: &[u8], key: &Key) -> Result<Packet, DropReason> {
     mac.verify_slice(tag)
         .map_err(|_| DropReason::BadSignature)?;
     let mut r = Reader { buf: body, pos: 3 };
-    if r.u8()? != 1 {
+    let kind = r.u8()?;
+    if kind != 1 && kind != 2 {
         return Err(DropReason::Malformed {
             what: "unknown packet kind",
         });
@@ -350,6 +484,27 @@ pub fn decode(buf: &[u8], key: &Key) -> Result<Packet, DropReason> {
     let seq = r.u64()?;
     let link = r.u8()?;
     let cluster = r.string()?;
+    if kind == 2 {
+        let from = r.string()?;
+        let to = r.string()?;
+        let b = r.take(2)?;
+        let n = u16::from_be_bytes([b[0], b[1]]) as usize;
+        let payload = r.take(n)?.to_vec();
+        if r.pos != body.len() {
+            return Err(DropReason::Malformed {
+                what: "trailing bytes",
+            });
+        }
+        return Ok(Frame::Raft(RaftPacket {
+            generation,
+            seq,
+            link,
+            cluster,
+            from,
+            to,
+            payload,
+        }));
+    }
     let node = r.string()?;
     let priority = r.u32()?;
     let flags = Flags::from_byte(r.u8()?);
@@ -367,12 +522,23 @@ pub fn decode(buf: &[u8], key: &Key) -> Result<Packet, DropReason> {
         })?;
         groups.push((name, state));
     }
+    let n = r.u8()? as usize;
+    if n > MAX_ECHOES {
+        return Err(DropReason::Malformed {
+            what: "too many echoes",
+        });
+    }
+    let mut echo = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.string()?;
+        echo.push((name, r.u64()?));
+    }
     if r.pos != body.len() {
         return Err(DropReason::Malformed {
             what: "trailing bytes",
         });
     }
-    Ok(Packet {
+    Ok(Frame::Heartbeat(Packet {
         generation,
         seq,
         link,
@@ -382,8 +548,9 @@ pub fn decode(buf: &[u8], key: &Key) -> Result<Packet, DropReason> {
             priority,
             flags,
             groups,
+            echo,
         },
-    })
+    }))
 }
 
 /// Rejects packets that are not newer than the last one accepted from the
@@ -396,23 +563,29 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// Accepts `p` (arrived on `link`) if it is fresh, remembering it.
     pub fn check(&mut self, p: &Packet, link: u8) -> Result<(), DropReason> {
-        if p.link != link {
+        self.check_frame(&Frame::Heartbeat(p.clone()), link)
+    }
+
+    /// Accepts a frame of either kind (arrived on `link`) if it is fresh, remembering it.
+    pub fn check_frame(&mut self, f: &Frame, link: u8) -> Result<(), DropReason> {
+        let (node, generation, seq, signed) = f.origin();
+        if signed != link {
             return Err(DropReason::WrongLink {
-                signed: p.link,
+                signed,
                 arrived: link,
             });
         }
-        let key = (p.advert.node.clone(), link);
+        let key = (node.to_string(), link);
         if let Some(&(g, s)) = self.last.get(&key) {
-            if (p.generation, p.seq) <= (g, s) {
+            if (generation, seq) <= (g, s) {
                 return Err(DropReason::Replayed {
-                    node: p.advert.node.clone(),
-                    generation: p.generation,
-                    seq: p.seq,
+                    node: node.to_string(),
+                    generation,
+                    seq,
                 });
             }
         }
-        self.last.insert(key, (p.generation, p.seq));
+        self.last.insert(key, (generation, seq));
         Ok(())
     }
 }
@@ -445,6 +618,7 @@ mod tests {
                     ("site".into(), GroupState::Owned),
                     ("db".into(), GroupState::Released),
                 ],
+                echo: vec![("lb-2".into(), 7)],
             },
         }
     }
@@ -539,7 +713,8 @@ mod tests {
             Just(GroupState::Starting),
             Just(GroupState::Owned),
             Just(GroupState::Stopping),
-            Just(GroupState::Failed)
+            Just(GroupState::Failed),
+            Just(GroupState::StopFailed)
         ];
         (
             any::<u64>(),
@@ -550,9 +725,10 @@ mod tests {
             any::<u32>(),
             any::<u8>(),
             proptest::collection::vec(("[a-z0-9-]{1,40}", state), 0..MAX_GROUPS),
+            proptest::collection::vec(("[a-z0-9-]{1,12}", any::<u64>()), 0..5),
         )
             .prop_map(
-                |(generation, seq, link, cluster, node, priority, f, groups)| Packet {
+                |(generation, seq, link, cluster, node, priority, f, groups, echo)| Packet {
                     generation,
                     seq,
                     link,
@@ -562,6 +738,7 @@ mod tests {
                         priority,
                         flags: Flags::from_byte(f & 0x0f),
                         groups,
+                        echo,
                     },
                 },
             )
@@ -579,6 +756,19 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1400)) {
             let _ = decode(&bytes, &key());
+            let _ = decode_frame(&bytes, &key());
+        }
+
+        #[test]
+        fn any_raft_frame_round_trips(g in any::<u64>(), s in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..9000)) {
+            let p = RaftPacket { generation: g, seq: s, link: 0, cluster: "web".into(), from: "a".into(), to: "b".into(), payload };
+            let mut buf = Vec::new();
+            prop_assert!(encode_raft(&p, &key(), &mut buf));
+            prop_assert!(buf.len() <= MAX_RAFT_PACKET);
+            prop_assert_eq!(decode_frame(&buf, &key()), Ok(Frame::Raft(p)));
+            for cut in [1usize, 5, 40] {
+                prop_assert!(decode_frame(&buf[..buf.len() - cut.min(buf.len())], &key()).is_err());
+            }
         }
 
         #[test]

@@ -42,6 +42,8 @@ pub enum Command {
     Online(crate::cmd::control::NodeArg),
     /// Move a resource group to another node (run it on the group's current owner).
     Move(crate::cmd::control::MoveArgs),
+    /// Clear a group stuck by a failed stop, once you have stopped it by hand.
+    Cleanup(crate::cmd::control::CleanupArgs),
     /// Load-balancer operations (drain, enable, maintenance, reload).
     Lb(crate::cmd::lb::LbArgs),
     /// Database replication: setup, status, switchover, checksum.

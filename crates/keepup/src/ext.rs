@@ -179,7 +179,7 @@ impl keepup_agent::ResourceFactory for DbExtension {
     fn build(
         &self,
         cfg: &keepup_config::ResourceConfig,
-        _ctx: &keepup_resource::Context,
+        ctx: &keepup_resource::Context,
     ) -> Option<Result<Box<dyn keepup_resource::Resource>, keepup_resource::ResourceError>> {
         let keepup_config::ResourceConfig::DbPrimary(d) = cfg else {
             return None;
@@ -200,6 +200,7 @@ impl keepup_agent::ResourceFactory for DbExtension {
                 monitor: std::time::Duration::from_millis(d.monitor_interval_ms),
                 timeout: std::time::Duration::from_millis(d.timeout_ms),
                 read_only_checks: std::sync::atomic::AtomicU32::new(0),
+                epoch: ctx.epoch.clone(),
             }) as Box<dyn keepup_resource::Resource>),
             None => Err(keepup_resource::ResourceError::Config {
                 resource: cfg.describe(),
@@ -232,6 +233,8 @@ struct DbPrimary {
     timeout: std::time::Duration,
     /// Consecutive monitor checks that found this server read-only.
     read_only_checks: std::sync::atomic::AtomicU32,
+    /// The fencing epoch of the acquisition this start belongs to.
+    epoch: keepup_resource::Epoch,
 }
 
 impl DbPrimary {
@@ -263,6 +266,12 @@ impl DbPrimary {
         Ok(())
     }
     async fn do_start(&self) -> Result<(), keepup_resource::ResourceError> {
+        tracing::info!(
+            server = %self.server,
+            epoch = self.epoch.get(),
+            "taking the primary role under fencing epoch {}",
+            self.epoch.get()
+        );
         // The group usually moves because the primary's node died: a dead
         // server must not cost the full connect timeout here (1 s by
         // default). A live one on the LAN answers within milliseconds; the

@@ -217,6 +217,7 @@ fn rogue_packets_are_dropped_and_counted_and_change_nothing() {
                     quorum: true,
                 },
                 groups: vec![("site".into(), GroupState::Owned)],
+                echo: vec![],
             },
         };
         let mut out = Vec::new();

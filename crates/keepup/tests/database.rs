@@ -77,7 +77,10 @@ fn site(test: &str) -> Option<Site> {
         creds.display(),
         dir.join("repl.password").display()
     );
+    // db-primary must never run twice, so the two database nodes need a
+    // third vote: a witness (check-config refuses the pair alone).
     let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .witness("w")
         .resource(&format!(
             "type = \"db-primary\"\nmonitor_interval_ms = 300\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{WRITER}/24\"\ninterface = \"eth0\"\n"
         ))

@@ -155,6 +155,26 @@ pub fn move_group(config_path: &Path, args: MoveArgs) -> anyhow::Result<ExitCode
     )
 }
 
+/// `keepup cleanup GROUP`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Clears a group whose stop failed, like Pacemaker's resource cleanup. While a \
+stop has failed the group stays on its node and no other node starts it (it may still run \
+there). Stop it by hand first, then run this on any node: the group is free once the \
+cluster has committed the cleanup, and the best node takes it."
+)]
+pub struct CleanupArgs {
+    /// The group.
+    pub group: String,
+}
+
+/// Asks the local agent to clear a failed stop.
+pub fn cleanup(config_path: &Path, args: CleanupArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path, HostChecks::FileOnly)?;
+    let api = local_api(&config)?;
+    post_and_report(&config, &api, &format!("/v1/cleanup/{}", args.group))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

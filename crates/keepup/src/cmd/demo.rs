@@ -281,7 +281,8 @@ impl Site {
         let mut cmd = self.lab.command(name, &self.exe)?;
         cmd.arg("-c")
             .arg(&self.config)
-            .args(["--node", name, "run"])
+            .args(["--node", name, "run", "--state-dir"])
+            .arg(self.dir.join(format!("state-{name}")))
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn()?;

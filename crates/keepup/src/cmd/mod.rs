@@ -26,6 +26,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Online(a) => control::node_request(&cli.config, cli.node.as_deref(), a, "online"),
         Command::Move(a) => control::move_group(&cli.config, a),
+        Command::Cleanup(a) => control::cleanup(&cli.config, a),
         Command::Lb(args) => lb::run(&cli.config, args),
         Command::Db(args) => db::run(&cli.config, args),
         Command::Demo(args) => demo::run(args),

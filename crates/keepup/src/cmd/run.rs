@@ -14,10 +14,14 @@ On SIGTERM the node releases its resource groups, tells its peers, and exits, so
 handover takes one round trip instead of a dead time. Logs go to stderr; set RUST_LOG \
 (e.g. RUST_LOG=keepup=debug) for more."
 )]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Where this node keeps its boot counter and consensus log (default: `[cluster] state_dir`).
+    #[arg(long, env = "KEEPUP_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(config_path: &Path, node: Option<&str>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config, me) = super::load_for_this_host(config_path, node)?;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -35,6 +39,7 @@ pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Re
             .lb
             .as_ref()
             .filter(|lb| lb.nodes.is_empty() || lb.nodes.contains(&me))
+            .filter(|_| !config.node(&me).is_some_and(|n| n.is_witness()))
         {
             let handle = Arc::new(
                 keepup_lb::start(section)
@@ -62,6 +67,7 @@ pub fn run(config_path: &Path, node: Option<&str>, _args: RunArgs) -> anyhow::Re
             me,
             extensions,
             resource_factory,
+            state_dir: args.state_dir,
         };
         keepup_agent::run(opts, shutdown_signal()).await?;
         // The agent has released the floating IP: let in-flight requests finish.

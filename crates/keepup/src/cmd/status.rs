@@ -169,6 +169,9 @@ pub fn render(doc: &Value, colour: bool) -> String {
         if n["quorum"].as_bool() == Some(false) {
             flags.push("no-quorum");
         }
+        if n["witness"].as_bool() == Some(true) {
+            flags.push("witness");
+        }
         let _ = writeln!(
             o,
             "  {:<16} {} {:>8} {:<10} {:>12}  {}",
@@ -179,6 +182,37 @@ pub fn render(doc: &Value, colour: bool) -> String {
             heard,
             flags.join(",")
         );
+    }
+    match cl["consensus"].as_object() {
+        Some(c) => {
+            let leader = match c.get("leader").and_then(|l| l.as_str()) {
+                Some(l) => p.good(l),
+                None => p.bad("(none: electing, or no majority of voters up)"),
+            };
+            let _ = writeln!(
+                o,
+                "\n{} leader {}   term {}   voters {}",
+                p.bold("CONSENSUS"),
+                leader,
+                c.get("term").and_then(|t| t.as_u64()).unwrap_or(0),
+                c.get("voters")
+                    .and_then(|v| v.as_array())
+                    .map(|v| v
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "\n{} {}",
+                p.bold("OWNERSHIP"),
+                p.bad("unguarded (quorum = \"none\"): in a partition both sides may hold a group; add a witness")
+            );
+        }
     }
     let _ = writeln!(o, "\n{}", p.bold("GROUPS"));
     for g in cl["groups"].as_array().into_iter().flatten() {
@@ -193,10 +227,25 @@ pub fn render(doc: &Value, colour: bool) -> String {
             owner,
             g["local_state"].as_str().unwrap_or("?")
         );
+        if let Some(e) = g["epoch"].as_u64().filter(|e| *e > 0) {
+            let _ = write!(o, "   epoch {e}");
+        }
+        if let Some(l) = g["lease_ms_left"].as_u64() {
+            let _ = write!(o, "   lease {l} ms");
+        }
         if let Some(b) = g["backoff_ms"].as_u64() {
             let _ = write!(o, "   {}", p.bad(&format!("failed here, back-off {b} ms")));
         }
         let _ = writeln!(o);
+        if let Some(sf) = g["stop_failed"].as_str() {
+            let _ = writeln!(
+                o,
+                "      {} on {}: {}",
+                p.bad("STOP FAILED"),
+                g["holder"].as_str().unwrap_or("?"),
+                p.bad(sf)
+            );
+        }
         for r in doc["resources"].as_array().into_iter().flatten() {
             if r["group"] == g["name"] {
                 let _ = write!(

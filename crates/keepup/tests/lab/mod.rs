@@ -35,6 +35,7 @@ pub struct Cluster {
 
 pub struct Builder {
     nodes: Vec<(String, u32)>,
+    witnesses: Vec<String>,
     links: u8,
     extra: String,
     timing: String,
@@ -46,6 +47,7 @@ impl Builder {
     pub fn new(nodes: &[(&str, u32)]) -> Builder {
         Builder {
             nodes: nodes.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            witnesses: Vec::new(),
             links: 1,
             extra: String::new(),
             timing: "heartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n"
@@ -57,6 +59,12 @@ impl Builder {
     /// Replaces the group's VIP resource with this `[[group.resource]]` body.
     pub fn resource(mut self, toml: &str) -> Self {
         self.resource = Some(toml.to_string());
+        self
+    }
+    /// Adds a witness node `name` (votes, holds nothing).
+    pub fn witness(mut self, name: &str) -> Self {
+        self.nodes.push((name.to_string(), 0));
+        self.witnesses.push(name.to_string());
         self
     }
     pub fn links(mut self, n: u8) -> Self {
@@ -94,8 +102,13 @@ impl Builder {
             let addrs: Vec<String> = (0..self.links)
                 .map(|l| format!("\"{}\"", h.addr(l)))
                 .collect();
+            let role = if self.witnesses.contains(name) {
+                "role = \"witness\"\n"
+            } else {
+                ""
+            };
             toml.push_str(&format!(
-                "[[node]]\nname = \"{name}\"\naddresses = [{}]\npriority = {prio}\n\n",
+                "[[node]]\nname = \"{name}\"\naddresses = [{}]\npriority = {prio}\n{role}\n",
                 addrs.join(", ")
             ));
         }
@@ -134,7 +147,8 @@ impl Cluster {
         let mut cmd = self.lab.command(name, keepup()).unwrap();
         cmd.arg("-c")
             .arg(&self.config)
-            .args(["--node", name, "run"])
+            .args(["--node", name, "run", "--state-dir"])
+            .arg(self.dir.join(format!("state-{name}")))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
