@@ -692,7 +692,10 @@ impl Sim {
                 next = next.min(f.at);
             }
             for o in &self.ops {
-                next = next.min(o.at);
+                // A paused node sees its outcomes when it resumes (below).
+                if self.nodes[o.node].paused_until.is_none() {
+                    next = next.min(o.at);
+                }
             }
             for n in &self.nodes {
                 if let Some(until) = n.paused_until {
@@ -820,7 +823,8 @@ impl Sim {
                     *n == old.node
                         && *from <= new.start
                         && *to >= new.start
-                        && old.end.is_some_and(|e| e <= *to + slack)
+                        // It let go on resuming (or has not resumed yet).
+                        && old.end.unwrap_or(self.now) <= *to + slack
                 });
                 if !excused {
                     out.push(format!(

@@ -230,6 +230,60 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops, on host `on`, what it exchanges with host `peer` on every
+    /// link: packets from `peer` (`inbound`) and to it (`outbound`). Both
+    /// directions on both hosts make a symmetric cut of that one path; one
+    /// direction on one host makes one-way loss. Other paths stay open.
+    pub fn block(&self, on: &str, peer: &str, inbound: bool, outbound: bool) -> Result<()> {
+        let h = self.host(on)?;
+        let p = self.host(peer)?;
+        let nft = |args: &[&str]| -> Result<String> {
+            let mut all = vec!["netns", "exec", h.ns.as_str(), "nft"];
+            all.extend_from_slice(args);
+            sh("ip", &all)
+        };
+        nft(&["add", "table", "inet", "kublock"])?;
+        for hook in ["input", "output"] {
+            nft(&[
+                "add", "chain", "inet", "kublock", hook, "{", "type", "filter", "hook", hook,
+                "priority", "0", ";", "policy", "accept", ";", "}",
+            ])?;
+        }
+        for l in 0..self.links {
+            let a = p.addr(l).to_string();
+            if inbound {
+                nft(&[
+                    "add", "rule", "inet", "kublock", "input", "ip", "saddr", &a, "drop",
+                ])?;
+            }
+            if outbound {
+                nft(&[
+                    "add", "rule", "inet", "kublock", "output", "ip", "daddr", &a, "drop",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every [`Lab::block`] on host `on`.
+    pub fn unblock(&self, on: &str) -> Result<()> {
+        let h = self.host(on)?;
+        let _ = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                h.ns.as_str(),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "kublock",
+            ],
+        );
+        Ok(())
+    }
+
     /// Connects this machine's own (root) namespace to link 0 with address
     /// 10.77.0.`index`, so a browser here can reach the lab (the demo's
     /// dashboard). Removed when the lab is dropped.

@@ -1,10 +1,12 @@
 //! The lab kit shared by keepup's integration tests, benchmarks and
 //! `keepup demo`: network-namespace labs (`lab`), a fake DigitalOcean API
 //! (`fake_do`), small web servers that answer with their name (`web`), an
-//! HTTP probe that measures service gaps (`probe`), and the skip policy
+//! HTTP probe that measures service gaps (`probe`), a checker over recorded
+//! holding intervals (`history`), and the skip policy
 //! (`require`). Nothing here runs in a production agent.
 
 pub mod fake_do;
+pub mod history;
 pub mod lab;
 pub mod probe;
 pub mod require;

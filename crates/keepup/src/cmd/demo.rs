@@ -42,6 +42,8 @@ const LBS: [(&str, u8, u32); 2] = [("lb-1", 1, 200), ("lb-2", 2, 100)];
 const WEBS: [(&str, u8); 3] = [("web-1", 11), ("web-2", 12), ("web-3", 13)];
 const DBS: [(&str, u8, u32); 2] = [("db-1", 21, 200), ("db-2", 22, 100)];
 const WRITER: &str = "10.77.0.101";
+/// The third vote: in a real site the backup server or a small VM.
+const WITNESS: (&str, u8) = ("witness", 9);
 
 /// One line of the client probe, stamped when it arrived.
 #[derive(Clone)]
@@ -87,6 +89,10 @@ fn site_config(
             "[[node]]\nname = \"{name}\"\naddresses = [\"10.77.0.{idx}\"]\npriority = {prio}\n\n"
         ));
     }
+    t.push_str(&format!(
+        "[[node]]\nname = \"{}\"\naddresses = [\"10.77.0.{}\"]\nrole = \"witness\"\n\n",
+        WITNESS.0, WITNESS.1
+    ));
     t.push_str(&format!(
         "[[group]]\nname = \"site\"\nnodes = [\"lb-1\", \"lb-2\"]\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n\n"
     ));
@@ -157,6 +163,7 @@ impl Site {
                 lab.add_host(name, idx)?;
             }
         }
+        lab.add_host(WITNESS.0, WITNESS.1)?;
         lab.add_host("client", 200)?;
         // This machine joins the lab as 10.77.0.254 so a browser here can open the dashboard.
         let dashboard = match lab.attach_root(254) {
@@ -167,7 +174,7 @@ impl Site {
             }
         };
         say(t0, &format!(
-            "built the site in network namespaces: lb-1 10.77.0.1, lb-2 10.77.0.2 (keepup), web-1..3 10.77.0.11-13, client 10.77.0.200; floating IP {VIP}"
+            "built the site in network namespaces: lb-1 10.77.0.1, lb-2 10.77.0.2 (keepup), a witness 10.77.0.9 (keepup, votes only), web-1..3 10.77.0.11-13, client 10.77.0.200; floating IP {VIP}"
         ));
         let mut site = Site {
             lab,
@@ -190,8 +197,9 @@ impl Site {
         for (name, _, _) in LBS.iter().chain(db_nodes) {
             site.start_agent(name)?;
         }
+        site.start_agent(WITNESS.0)?;
         site.wait_owner("lb-1", Duration::from_secs(10))?;
-        say(t0, "lb-1 (priority 200) won the election: it holds the floating IP and load-balances over web-1..3");
+        say(t0, "lb-1 (priority 200) holds the floating IP under a lease the majority of voters committed (raft), and load-balances over web-1..3");
         if let Some(url) = dashboard {
             say(
                 t0,
@@ -576,6 +584,44 @@ fn walk(site: &mut Site, once: bool) -> anyhow::Result<Vec<Outcome>> {
         failed_requests: site.failures_since(t),
     });
     site.start_agent("lb-2")?;
+    std::thread::sleep(pause.max(Duration::from_millis(1500)));
+
+    say(
+        t0,
+        "FAILURE 4: asymmetric partition: lb-1 and lb-2 can no longer hear each other, but both still hear the witness",
+    );
+    let t = Instant::now();
+    site.lab.block("lb-1", "lb-2", true, true)?;
+    site.lab.block("lb-2", "lb-1", true, true)?;
+    let mut most = 0;
+    let mut holders = std::collections::BTreeSet::new();
+    while t.elapsed() < Duration::from_secs(3) {
+        let now: Vec<&str> = ["lb-1", "lb-2"]
+            .into_iter()
+            .filter(|n| site.holds_vip(n))
+            .collect();
+        most = most.max(now.len());
+        holders.extend(now);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    site.lab.unblock("lb-1")?;
+    site.lab.unblock("lb-2")?;
+    say(
+        t0,
+        &format!(
+            "  for 3 s each saw the other as dead; at most {most} node held the floating IP at once ({}): the witness kept seeing the holder renew its lease, so the other could not take it (keepalived and Heartbeat would both hold it)",
+            holders.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    );
+    let (_, gap) = site.wait_service(t, Duration::from_secs(10))?;
+    results.push(Outcome {
+        what: "asymmetric partition between the LB nodes".into(),
+        gap,
+        failed_requests: site.failures_since(t),
+    });
+    if most > 1 {
+        anyhow::bail!("two nodes held the floating IP during the asymmetric partition");
+    }
     std::thread::sleep(pause);
 
     if !site.dbs.is_empty() {
@@ -596,7 +642,7 @@ fn walk(site: &mut Site, once: bool) -> anyhow::Result<Vec<Outcome>> {
             t0,
             &format!("application wrote {acked} orders through the writer IP {WRITER} (on db-1)"),
         );
-        say(t0, "FAILURE 4: power failure of db-1, the database primary");
+        say(t0, "FAILURE 5: power failure of db-1, the database primary");
         let t = Instant::now();
         site.power_off("db-1")?;
         let took = site.wait_owner("db-2", Duration::from_secs(20))?;

@@ -9,6 +9,15 @@ use std::time::Duration;
 /// Hidden helper commands.
 #[derive(Debug, Subcommand)]
 pub enum Internal {
+    /// Appends `<CLOCK_MONOTONIC ns> <event> <$KEEPUP_NODE> <$KEEPUP_EPOCH>` to
+    /// a file: an exec resource that records when it holds (chaos tests).
+    /// CLOCK_MONOTONIC is one clock for every namespace of the machine.
+    Hold {
+        /// `start` or `stop`.
+        event: String,
+        /// The log file (appended to, one line per call).
+        file: std::path::PathBuf,
+    },
     /// A web server answering every request with its name.
     Web {
         /// Name to answer with.
@@ -75,6 +84,22 @@ fn send_udp(to: SocketAddr, from: Option<SocketAddr>, payloads: &[String]) -> an
 
 /// Runs a helper.
 pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
+    if let Internal::Hold { event, file } = &cmd {
+        use std::io::Write;
+        let line = format!(
+            "{} {event} {} {}\n",
+            monotonic_ns(),
+            std::env::var("KEEPUP_NODE").unwrap_or_default(),
+            std::env::var("KEEPUP_EPOCH").unwrap_or_default()
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?;
+        // One write of a short line to an O_APPEND file: never interleaved.
+        f.write_all(line.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Internal::SendUdp { to, from, hex } = &cmd {
         send_udp(*to, *from, hex)?;
         return Ok(ExitCode::SUCCESS);
@@ -114,6 +139,12 @@ pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
             .await;
             Ok(ExitCode::SUCCESS)
         }),
-        Internal::SendUdp { .. } => Ok(ExitCode::SUCCESS),
+        Internal::SendUdp { .. } | Internal::Hold { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
 }

@@ -34,6 +34,7 @@ pub struct Cluster {
 }
 
 pub struct Builder {
+    group_extra: String,
     nodes: Vec<(String, u32)>,
     witnesses: Vec<String>,
     links: u8,
@@ -48,6 +49,7 @@ impl Builder {
         Builder {
             nodes: nodes.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
             witnesses: Vec::new(),
+            group_extra: String::new(),
             links: 1,
             extra: String::new(),
             timing: "heartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n"
@@ -59,6 +61,11 @@ impl Builder {
     /// Replaces the group's VIP resource with this `[[group.resource]]` body.
     pub fn resource(mut self, toml: &str) -> Self {
         self.resource = Some(toml.to_string());
+        self
+    }
+    /// Adds keys to the `[[group]]` table (before its resources).
+    pub fn group(mut self, toml: &str) -> Self {
+        self.group_extra.push_str(toml);
         self
     }
     /// Adds a witness node `name` (votes, holds nothing).
@@ -117,8 +124,8 @@ impl Builder {
             "type = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\ngarp_count = 2\ngarp_interval_ms = 50\nmonitor_interval_ms = 200\n"
         ));
         toml.push_str(&format!(
-            "[[group]]\nname = \"site\"\n\n[[group.resource]]\n{resource}\n{}",
-            self.extra
+            "[[group]]\nname = \"site\"\n{}\n[[group.resource]]\n{resource}\n{}",
+            self.group_extra, self.extra
         ));
         let config = dir.join("keepup.toml");
         std::fs::write(&config, toml).unwrap();
@@ -150,6 +157,34 @@ impl Cluster {
             .args(["--node", name, "run", "--state-dir"])
             .arg(self.dir.join(format!("state-{name}")))
             .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        self.agents.insert(name.to_string(), child);
+    }
+
+    /// Starts node `name`'s agent with its wall clock shifted by `offset`
+    /// (libfaketime, e.g. "-1h"); CLOCK_MONOTONIC is left alone.
+    pub fn start_with_faketime(&mut self, name: &str, offset: &str) {
+        let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        assert!(
+            std::path::Path::new(lib).exists(),
+            "{lib} missing (apt-get install faketime)"
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
+        let mut cmd = self.lab.command(name, keepup()).unwrap();
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(["--node", name, "run", "--state-dir"])
+            .arg(self.dir.join(format!("state-{name}")))
+            .env("RUST_LOG", "info")
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME", offset)
+            .env("DONT_FAKE_MONOTONIC", "1")
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().unwrap();
