@@ -401,7 +401,9 @@ impl Core {
                         },
                     })
                     .collect();
-                let ticks = (spec.timing.dead.as_nanos() / 3 / spec.timing.raft_tick().as_nanos())
+                // Elections after half a dead time to a whole one of silence
+                // from the leader (raft-rs randomizes in [ticks, 2 × ticks)).
+                let ticks = (spec.timing.dead.as_nanos() / 2 / spec.timing.raft_tick().as_nanos())
                     .max(2) as usize;
                 let c = Consensus::new(
                     &spec.me,
@@ -936,9 +938,24 @@ impl Core {
         self.step(now);
     }
 
-    /// Advances time: detects dead peers and links, expires leases, sends due adverts.
+    /// Advances time: detects dead peers and links, expires leases, ticks
+    /// the consensus engine, sends due adverts. Feed every packet that has
+    /// arrived before calling it.
     pub fn tick(&mut self, now: Time) {
         self.expire_leases(now);
+        if let Some(c) = self.consensus.as_mut() {
+            let tick = self.spec.timing.raft_tick();
+            // After a stall (a paused process), at most two ticks at once.
+            let mut ticks = 0;
+            while now >= self.next_raft_tick && ticks < 2 {
+                c.tick();
+                self.next_raft_tick += tick;
+                ticks += 1;
+            }
+            if now >= self.next_raft_tick {
+                self.next_raft_tick = now + tick;
+            }
+        }
         self.step(now);
     }
 
@@ -1368,20 +1385,12 @@ impl Core {
             }
         }
 
-        // 3. Consensus: tick, apply what is committed, renew our leases.
+        // 3. Consensus: apply what is committed, renew our leases. (Raft's
+        // clock advances only in `tick`, after the caller has fed every
+        // packet that arrived, so a late wake-up never times out an
+        // election before the leader's waiting heartbeat is read.)
         if self.consensus.is_some() {
             let tick = self.spec.timing.raft_tick();
-            let mut ticks = 0;
-            while now >= self.next_raft_tick && ticks < 8 {
-                if let Some(c) = self.consensus.as_mut() {
-                    c.tick();
-                }
-                self.next_raft_tick += tick;
-                ticks += 1;
-            }
-            if now >= self.next_raft_tick {
-                self.next_raft_tick = now + tick;
-            }
             self.pump(now);
             if now >= self.next_renew {
                 self.next_renew = now + tick;

@@ -315,9 +315,23 @@ impl Sim {
     /// packets queue up and are read after the pause.
     pub fn pause(&mut self, name: &str, d: Duration) {
         let i = self.idx(name);
-        if self.nodes[i].core.is_some() {
-            self.nodes[i].paused_until = Some(self.now + d);
-            self.pauses.push((name.to_string(), self.now, self.now + d));
+        if self.nodes[i].core.is_none() {
+            return;
+        }
+        let until = self.now + d;
+        match self.nodes[i].paused_until {
+            // Already stopped: a second SIGSTOP only makes it longer.
+            Some(t) => {
+                let until = until.max(t);
+                self.nodes[i].paused_until = Some(until);
+                if let Some(p) = self.pauses.iter_mut().rev().find(|p| p.0 == name) {
+                    p.2 = until;
+                }
+            }
+            None => {
+                self.nodes[i].paused_until = Some(until);
+                self.pauses.push((name.to_string(), self.now, until));
+            }
         }
     }
 
@@ -371,8 +385,13 @@ impl Sim {
         self.cut.clear();
     }
 
+    /// Calls into a running node; a paused node does nothing (its monitors
+    /// and API are stopped with it).
     fn with_core<R>(&mut self, name: &str, f: impl FnOnce(&mut Core, Time) -> R) -> Option<R> {
         let i = self.idx(name);
+        if self.nodes[i].paused_until.is_some() {
+            return None;
+        }
         let now = self.local(i);
         let r = self.nodes[i].core.as_mut().map(|c| f(c, now));
         self.drain(i);

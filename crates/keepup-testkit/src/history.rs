@@ -76,6 +76,15 @@ pub fn check(records: &[Record], end_of_run: u128, grace: u128) -> Report {
     for rec in records {
         match rec.what.as_str() {
             "start" => {
+                // A monitor's repair runs the (idempotent) start again: same
+                // node, same epoch, still running: one interval.
+                let running_already = r
+                    .intervals
+                    .iter()
+                    .any(|i| i.node == rec.node && i.epoch == rec.epoch && i.end.is_none());
+                if running_already {
+                    continue;
+                }
                 if rec.epoch <= max_epoch {
                     r.violations.push(format!(
                         "{} started at epoch {} after epoch {max_epoch} had been used",
@@ -192,6 +201,9 @@ mod tests {
         let late = h("1 start a 1\n10 pause a\n40 start b 2\n90 resume a\n300 stop a 1\n");
         assert_eq!(late.violations.len(), 1);
         let crash = h("1 start a 1\n10 crash a\n40 start b 2\n");
+        let repair = h("1 start a 1\n20 start a 1\n40 stop a 1\n50 start b 2\n");
+        assert!(repair.violations.is_empty(), "{:?}", repair.violations);
+        assert_eq!(repair.intervals.len(), 2);
         assert!(crash.violations.is_empty());
         assert!(parse("x start a 1").is_err());
     }

@@ -553,15 +553,23 @@ pub fn decode_frame(buf: &[u8], key: &Key) -> Result<Frame, DropReason> {
     }))
 }
 
-/// Rejects packets that are not newer than the last one accepted from the
-/// same node on the same link: replays, duplicates and reordered stale beats.
+/// Rejects replayed and stale packets, per sender and link. Heartbeats must
+/// be strictly newer than the last heartbeat accepted (an older advert must
+/// never overwrite a newer one). Raft frames use an anti-replay window like
+/// IPsec's (RFC 4303, 3.4.3): newer than the highest seen, or one of the
+/// last 64 sequence numbers not seen yet, so a frame overtaken by a later
+/// one on the wire is still taken (raft does not resend a proposal).
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    last: HashMap<(String, u8), (u64, u64)>,
+    heartbeats: HashMap<(String, u8), (u64, u64)>,
+    raft: HashMap<(String, u8), (u64, u64, u64)>,
 }
 
+/// How many sequence numbers below the highest a raft frame may be.
+pub const REPLAY_WINDOW: u64 = 64;
+
 impl ReplayGuard {
-    /// Accepts `p` (arrived on `link`) if it is fresh, remembering it.
+    /// Accepts heartbeat `p` (arrived on `link`) if it is fresh, remembering it.
     pub fn check(&mut self, p: &Packet, link: u8) -> Result<(), DropReason> {
         self.check_frame(&Frame::Heartbeat(p.clone()), link)
     }
@@ -575,17 +583,41 @@ impl ReplayGuard {
                 arrived: link,
             });
         }
+        let replayed = || DropReason::Replayed {
+            node: node.to_string(),
+            generation,
+            seq,
+        };
         let key = (node.to_string(), link);
-        if let Some(&(g, s)) = self.last.get(&key) {
-            if (generation, seq) <= (g, s) {
-                return Err(DropReason::Replayed {
-                    node: node.to_string(),
-                    generation,
-                    seq,
-                });
+        match f {
+            Frame::Heartbeat(_) => {
+                if let Some(&(g, s)) = self.heartbeats.get(&key) {
+                    if (generation, seq) <= (g, s) {
+                        return Err(replayed());
+                    }
+                }
+                self.heartbeats.insert(key, (generation, seq));
+            }
+            Frame::Raft(_) => {
+                let (g, high, seen) = self.raft.get(&key).copied().unwrap_or((0, 0, 0));
+                let next = if generation > g {
+                    (generation, seq, 1)
+                } else if generation < g {
+                    return Err(replayed());
+                } else if seq > high {
+                    let shift = seq - high;
+                    let seen = if shift >= 64 { 0 } else { seen << shift };
+                    (g, seq, seen | 1)
+                } else {
+                    let back = high - seq;
+                    if back >= REPLAY_WINDOW || seen & (1 << back) != 0 {
+                        return Err(replayed());
+                    }
+                    (g, high, seen | (1 << back))
+                };
+                self.raft.insert(key, next);
             }
         }
-        self.last.insert(key, (generation, seq));
         Ok(())
     }
 }
@@ -673,6 +705,43 @@ mod tests {
             decode(&b, &key()),
             Err(DropReason::BadVersion { version: 9 })
         );
+    }
+
+    #[test]
+    fn raft_frames_may_arrive_out_of_order_but_never_twice() {
+        let mut g = ReplayGuard::default();
+        let f = |generation: u64, seq: u64| {
+            Frame::Raft(RaftPacket {
+                generation,
+                seq,
+                link: 0,
+                cluster: "web".into(),
+                from: "a".into(),
+                to: "b".into(),
+                payload: vec![],
+            })
+        };
+        // (generation, seq, accepted?)
+        let steps = [
+            (5, 10, true),
+            (5, 12, true),
+            (5, 11, true), // overtaken on the wire: still taken
+            (5, 11, false),
+            (5, 12, false),
+            (5, 100, true),
+            (5, 37, true),
+            (5, 36, false), // 64 below the highest: outside the window
+            (4, 1000, false),
+            (6, 1, true),
+            (5, 101, false),
+        ];
+        for (generation, seq, ok) in steps {
+            assert_eq!(
+                g.check_frame(&f(generation, seq), 0).is_ok(),
+                ok,
+                "{generation}/{seq}"
+            );
+        }
     }
 
     #[test]
