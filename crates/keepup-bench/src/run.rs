@@ -55,6 +55,12 @@ impl<'a> Bench<'a> {
         for (name, idx, _) in NODES {
             lab.add_host(name, idx)?;
         }
+        let keepup = matches!(tool, Tool::Keepup { .. });
+        if keepup {
+            // keepup runs as a site should: two nodes and a witness (the
+            // third vote), so ownership is decided by consensus leases.
+            lab.add_host(tools::WITNESS.0, tools::WITNESS.1)?;
+        }
         lab.add_host("client", 200)?;
         for (name, _, _) in NODES {
             let mut web = lab.command(name, &ctx.keepup.to_string_lossy())?;
@@ -93,7 +99,7 @@ impl<'a> Bench<'a> {
                 crate::heartbeat::prepare(&dir, *keepalive_ms, *deadtime_ms)?;
             }
         }
-        Ok(Bench {
+        let mut b = Bench {
             ctx,
             tool,
             lab,
@@ -102,7 +108,11 @@ impl<'a> Bench<'a> {
             probe: None,
             probe_child: None,
             starts: 0,
-        })
+        };
+        if keepup {
+            b.start(tools::WITNESS.0)?;
+        }
+        Ok(b)
     }
 
     /// Starts the daemon on `node` (its log is appended to `DIR/NODE.log`).

@@ -92,7 +92,11 @@ impl Tool {
     }
 }
 
-/// keepup's config for both nodes (one file), failback on with no delay.
+/// keepup's third vote in the lab (never failed by the benchmark).
+pub const WITNESS: (&str, u8) = ("w", 9);
+
+/// keepup's config for every node (one file): nodes a and b, a witness,
+/// the VIP group, failback on with no delay.
 pub fn keepup_toml(dir: &Path, heartbeat_ms: u64, dead_ms: u64) -> String {
     let warn = (2 * heartbeat_ms).min(dead_ms);
     let mut t = format!(
@@ -106,6 +110,10 @@ pub fn keepup_toml(dir: &Path, heartbeat_ms: u64, dead_ms: u64) -> String {
             "[[node]]\nname = \"{name}\"\naddresses = [\"10.77.0.{idx}\"]\npriority = {prio}\n\n"
         ));
     }
+    t.push_str(&format!(
+        "[[node]]\nname = \"{}\"\naddresses = [\"10.77.0.{}\"]\nrole = \"witness\"\n\n",
+        WITNESS.0, WITNESS.1
+    ));
     // VIP resource with keepup's defaults for GARP (3 x 100 ms) and monitoring.
     t.push_str(&format!(
         "[[group]]\nname = \"site\"\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n"

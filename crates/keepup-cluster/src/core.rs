@@ -1583,10 +1583,8 @@ impl Core {
                     }
                 }
             }
-            Phase::Acquiring { since, .. } => {
-                if now >= since + self.acquire_timeout() {
-                    self.groups[gi].phase = Phase::Released;
-                }
+            Phase::Acquiring { since, .. } if now >= since + self.acquire_timeout() => {
+                self.groups[gi].phase = Phase::Released;
             }
             Phase::Held { epoch, .. } => {
                 if !mine || lease.epoch != epoch {

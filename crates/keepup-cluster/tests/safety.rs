@@ -62,12 +62,7 @@ fn story(sim: &Sim) -> String {
 
 fn assert_clean(sim: &Sim) {
     let v = sim.check();
-    assert!(
-        v.is_empty(),
-        "violations: {v:#?}
-{}",
-        story(&sim)
-    );
+    assert!(v.is_empty(), "violations: {v:#?}\n{}", story(sim));
 }
 
 // Defect: "asymmetric partition, 3 nodes: only the n1<->n2 path cut, both
@@ -391,12 +386,7 @@ fn random_schedule(seed: u64, faults: Vec<Fault>, nodes: &[(&str, u32)], witness
         }
         sim.run_for(ms(5));
         let v = sim.check();
-        assert!(
-            v.is_empty(),
-            "violations: {v:#?}
-{}",
-            story(&sim)
-        );
+        assert!(v.is_empty(), "violations: {v:#?}\n{}", story(&sim));
     }
     // Liveness: heal, everybody up, no failing stops; within a bounded time
     // (pauses over, back-offs over, an election, a lease) someone holds it.
@@ -416,12 +406,7 @@ fn random_schedule(seed: u64, faults: Vec<Fault>, nodes: &[(&str, u32)], witness
         sim.log.iter().rev().take(40).collect::<Vec<_>>()
     );
     let v = sim.check();
-    assert!(
-        v.is_empty(),
-        "violations: {v:#?}
-{}",
-        story(&sim)
-    );
+    assert!(v.is_empty(), "violations: {v:#?}\n{}", story(&sim));
 }
 
 // Found by the property test below; kept as a fixed case.

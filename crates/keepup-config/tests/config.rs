@@ -12,7 +12,8 @@ fn parse(text: &str) -> Result<Config, String> {
 #[test]
 fn example_parses_and_documents_every_resource_type() {
     let c = parse(EXAMPLE).expect("example must parse");
-    assert_eq!(c.file.node.len(), 2);
+    assert_eq!(c.file.node.len(), 3);
+    assert!(c.file.node[2].is_witness());
     assert!(matches!(
         c.file.group[0].resource[0],
         ResourceConfig::Vip(_)
@@ -22,6 +23,8 @@ fn example_parses_and_documents_every_resource_type() {
         .lines()
         .map(|l| {
             if l.starts_with("# [[group.resource]]")
+                || l.starts_with("# [group.fence]")
+                || l.starts_with("# command")
                 || l.starts_with("# type")
                 || l.starts_with("# reserved_ip")
                 || l.starts_with("# token_file = \"/etc/keepup/do")
@@ -44,6 +47,32 @@ fn example_parses_and_documents_every_resource_type() {
         .join("\n");
     let c = parse(&uncommented).expect("uncommented example must parse");
     assert_eq!(c.file.group[0].resource.len(), 3);
+    assert!(c.file.group[0].fence.is_some());
+}
+
+#[test]
+fn db_primary_refuses_unguarded_ownership_and_names_the_fix() {
+    let db = "\n[database]\nadmin_credentials_file = \"/x\"\nreplication_password_file = \"/y\"\n[[database.server]]\nname = \"db-a\"\naddress = \"10.0.0.1:3306\"\nnode = \"a\"\n";
+    let group = "\n[[group]]\nname = \"db\"\n[[group.resource]]\ntype = \"db-primary\"\n";
+    let two = format!("{MIN}\n[[node]]\nname = \"b\"\naddresses = [\"10.0.0.2\"]\n{group}{db}");
+    let e = parse(&two).unwrap_err();
+    assert!(e.contains("keepup.toml:15"), "{e}");
+    assert!(e.contains("witness"), "{e}");
+    let with_witness = format!(
+        "{MIN}\n[[node]]\nname = \"b\"\naddresses = [\"10.0.0.2\"]\n[[node]]\nname = \"w\"\naddresses = [\"10.0.0.3\"]\nrole = \"witness\"\n{group}{db}"
+    );
+    parse(&with_witness).expect("a witness makes it safe");
+}
+
+#[test]
+fn a_witness_may_not_hold_a_group_and_the_stop_bound_must_fit_the_lease() {
+    let text = format!(
+        "{MIN}\n[[node]]\nname = \"w\"\naddresses = [\"10.0.0.3\"]\nrole = \"witness\"\n\n[[group]]\nname = \"g\"\nnodes = [\"w\"]\n[[group.resource]]\ntype = \"exec\"\nname = \"x\"\nstart = \"true\"\nstop = \"true\"\n"
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("a witness"), "{e}");
+    let e = parse(&format!("{MIN}\n[timing]\nstop_bound_ms = 200\n")).unwrap_err();
+    assert!(e.contains("stop_bound_ms"), "{e}");
 }
 
 const MIN: &str = r#"

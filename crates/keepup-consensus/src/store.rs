@@ -278,9 +278,11 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
+        let mut e = Entry {
+            index,
+            term,
+            ..Default::default()
+        };
         e.set_data(vec![index as u8; 3].into());
         e
     }
@@ -289,11 +291,12 @@ mod tests {
     fn image_round_trips_and_damage_is_an_error() {
         let mut s = LogStore::new(vec![1, 2, 3]);
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]);
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 3;
-        hs.commit = 2;
-        s.set_hard_state(hs);
+        s.set_hard_state(HardState {
+            term: 2,
+            vote: 3,
+            commit: 2,
+            ..Default::default()
+        });
         s.compact(2, b"table".to_vec());
         let img = s.image();
         let back = LogStore::from_image(&img).expect("round trip");

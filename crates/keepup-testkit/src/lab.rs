@@ -43,6 +43,20 @@ pub struct Lab {
     root_link: Option<String>,
 }
 
+/// Where lab agents keep their state directories: on tmpfs (`/dev/shm`)
+/// when there is one, so that a disk stall caused by other tests (the
+/// agent fsyncs its consensus log on the heartbeat thread) cannot make the
+/// lab's timing flaky; production uses `/var/lib/keepup`. Callers remove it.
+pub fn state_root(tag: &str) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("keepup-state-{tag}-{}", std::process::id()))
+}
+
 /// Runs a command, failing with its stderr when it fails.
 pub fn sh(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)

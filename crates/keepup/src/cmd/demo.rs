@@ -290,7 +290,7 @@ impl Site {
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--node", name, "run", "--state-dir"])
-            .arg(self.dir.join(format!("state-{name}")))
+            .arg(self.dir.join("state").join(name))
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn()?;

@@ -27,6 +27,8 @@ pub fn can_run(test: &str) -> bool {
 pub struct Cluster {
     pub lab: Lab,
     pub dir: PathBuf,
+    /// Agents' state directories (tmpfs).
+    pub state: PathBuf,
     pub config: PathBuf,
     agents: HashMap<String, Child>,
     names: Vec<String>,
@@ -131,6 +133,7 @@ impl Builder {
         std::fs::write(&config, toml).unwrap();
         let mut c = Cluster {
             lab,
+            state: keepup_testkit::lab::state_root(test),
             dir,
             config,
             agents: HashMap::new(),
@@ -155,7 +158,7 @@ impl Cluster {
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--node", name, "run", "--state-dir"])
-            .arg(self.dir.join(format!("state-{name}")))
+            .arg(self.state.join(name))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -180,7 +183,7 @@ impl Cluster {
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--node", name, "run", "--state-dir"])
-            .arg(self.dir.join(format!("state-{name}")))
+            .arg(self.state.join(name))
             .env("RUST_LOG", "info")
             .env("LD_PRELOAD", lib)
             .env("FAKETIME", offset)
@@ -396,6 +399,7 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
         self.probe = None;
+        let _ = std::fs::remove_dir_all(&self.state);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
