@@ -1121,7 +1121,9 @@ impl Core {
             && !self.standby
             && self.connected
             && self.leaving.is_none()
-            && self.had_quorum
+            // Not `had_quorum`: with consensus the lease decides, and a
+            // leaderless moment (an election, a leadership transfer) must
+            // not make a holder think someone else should hold its group.
             && g.phase.wire() != GroupState::Failed
             && !matches!(g.phase, Phase::BackedOff { until } if now < until);
         if me_ok {

@@ -476,3 +476,54 @@ proptest! {
         random_schedule(seed, faults, &[("a", 100), ("b", 100), ("c", 100)], false);
     }
 }
+
+// Failback off: a better node that returns does not take the group back.
+#[test]
+fn a_returning_better_node_leaves_the_group_where_it_is_with_failback_off() {
+    let mut sim = Sim::new(with_witness(), 12);
+    boot_all(&mut sim);
+    sim.run_for(ms(2000));
+    sim.crash("n1");
+    assert!(sim.run_until(ms(2000), |s| s.running(G) == set(&["n2"])));
+    sim.boot("n1");
+    sim.run_for(ms(3000));
+    assert_eq!(sim.running(G), set(&["n2"]), "{}", story(&sim));
+    assert_clean(&sim);
+}
+
+// Found by `keepup demo`: two groups on two holders. Each new holder asks
+// for raft leadership; the leaderless moment of the transfer must not make
+// the other holder think it may no longer hold its group (it released and
+// re-acquired hundreds of times).
+#[test]
+fn two_groups_on_two_holders_stay_put_through_leadership_transfers() {
+    let mut spec = Sim::spec(&[("lb", 200), ("db", 200), ("w", 0)], 1, Sim::timing());
+    spec.nodes[2].witness = true;
+    spec.ownership = Ownership::Consensus;
+    let mut g2 = spec.groups[0].clone();
+    spec.groups[0].allowed = vec!["lb".into()];
+    g2.name = "g2".into();
+    g2.allowed = vec!["db".into()];
+    spec.groups.push(g2);
+    let mut sim = Sim::new(spec, 13);
+    boot_all(&mut sim);
+    sim.run_for(ms(5000));
+    let starts = sim.intervals.len();
+    assert_eq!(starts, 2, "{}", story(&sim));
+    assert_clean(&sim);
+}
+
+// A clean stop hands over by a commit, not by the lease running out (the
+// simulated handover takes ~95 ms today, short of the 30 ms target: the new
+// leader's first commit and the next decision round sit in between).
+#[test]
+fn a_clean_stop_hands_over_without_waiting_for_the_lease() {
+    let mut sim = Sim::new(with_witness(), 14);
+    boot_all(&mut sim);
+    sim.run_for(ms(2000));
+    let t0 = sim.now();
+    sim.stop("n1");
+    assert!(sim.run_until(ms(2000), |s| s.running(G) == set(&["n2"])));
+    let took = sim.now() - t0;
+    assert!(took < ms(200), "clean stop took {took:?}\n{}", story(&sim));
+}
