@@ -292,6 +292,9 @@ struct LocalGroup {
     last_release_proposal: Option<Time>,
     /// Consensus mode: when this node last proposed to acquire (at most one per raft tick).
     last_acquire_proposal: Option<Time>,
+    /// Consensus mode: recent acquisition proposals (nonce, when), any of
+    /// which may be the one that commits.
+    acquire_proposals: VecDeque<(u64, Time)>,
 }
 
 /// Counters kept by the core (drops are counted by the agent).
@@ -434,6 +437,7 @@ impl Core {
                 ),
                 last_release_proposal: None,
                 last_acquire_proposal: None,
+                acquire_proposals: VecDeque::new(),
             })
             .collect();
         let settled = peers.is_empty();
@@ -992,6 +996,7 @@ impl Core {
             }
             if self.consensus.is_some() {
                 c.push(g.observed.1 + t.takeover_wait());
+                c.extend(g.last_acquire_proposal.map(|p| p + t.raft_tick()));
             }
         }
         if self.consensus.is_some() {
@@ -1229,6 +1234,14 @@ impl Core {
         if leader != self.leader_seen {
             self.leader_seen = leader.clone();
             self.event(Event::Leader { node: leader, term });
+            // A proposal sent to the old leader may be lost with it (a
+            // leader handing over drops proposals): ask the new one at once.
+            for g in &mut self.groups {
+                if matches!(g.phase, Phase::Acquiring { .. }) {
+                    g.phase = Phase::Released;
+                    g.last_acquire_proposal = None;
+                }
+            }
         }
         for a in out.applied {
             self.on_applied(a);
@@ -1260,8 +1273,14 @@ impl Core {
                     return;
                 };
                 self.groups[gi].last_holder = previous.clone();
-                match self.groups[gi].phase.clone() {
-                    Phase::Acquiring { nonce: n, since } if n == nonce && node == me => {
+                let proposed = self.groups[gi]
+                    .acquire_proposals
+                    .iter()
+                    .find(|(n, _)| *n == nonce)
+                    .map(|(_, t)| *t);
+                match (self.groups[gi].phase.clone(), proposed) {
+                    (Phase::Acquiring { .. }, Some(since)) if node == me => {
+                        self.groups[gi].acquire_proposals.clear();
                         let lease_end = Some(since + lease);
                         self.event(Event::LeaseGranted {
                             group: group.clone(),
@@ -1295,7 +1314,7 @@ impl Core {
                             }
                         }
                     }
-                    Phase::Acquiring { .. } if node != me => {
+                    (Phase::Acquiring { .. }, _) if node != me => {
                         self.groups[gi].phase = Phase::Released;
                     }
                     _ => {}
@@ -1564,7 +1583,6 @@ impl Core {
                     .last_acquire_proposal
                     .is_none_or(|t| now >= t + self.spec.timing.raft_tick());
                 if me_desired && self.settled && free && due {
-                    self.groups[gi].last_acquire_proposal = Some(now);
                     self.nonce += 1;
                     let nonce = self.nonce;
                     let reason = match &lease.holder {
@@ -1577,7 +1595,15 @@ impl Core {
                         expect_version: lease.version,
                         nonce,
                     }) {
-                        self.groups[gi].phase = Phase::Acquiring { nonce, since: now };
+                        // Rate-limited only once a leader took it: a node that
+                        // just won an election proposes at once.
+                        let g = &mut self.groups[gi];
+                        g.last_acquire_proposal = Some(now);
+                        g.acquire_proposals.push_back((nonce, now));
+                        if g.acquire_proposals.len() > 8 {
+                            g.acquire_proposals.pop_front();
+                        }
+                        g.phase = Phase::Acquiring { nonce, since: now };
                         self.event(Event::Acquiring {
                             group: name,
                             reason,
