@@ -1443,7 +1443,17 @@ impl Core {
             }
         }
 
-        // 5. A clean stop hands consensus leadership over before leaving.
+        // 5. The leader moves the raft membership towards the configured
+        //    voters, one change at a time (a node added to or removed from
+        //    the config everywhere). A no-op while they agree.
+        if let Some(c) = self.consensus.as_mut() {
+            if c.is_leader() {
+                let wanted: Vec<String> = self.spec.nodes.iter().map(|n| n.name.clone()).collect();
+                c.reconcile_voters(&wanted);
+            }
+        }
+
+        // 6. A clean stop hands consensus leadership over before leaving.
         if self.leaving.is_some() && self.all_released() {
             if let Some(c) = self.consensus.as_mut() {
                 if c.is_leader() && self.transfer_asked.is_none_or(|t| now >= t + dead) {
@@ -1464,7 +1474,7 @@ impl Core {
         }
         self.pump(now);
 
-        // 6. Adverts: on schedule, and at once when what we say has changed.
+        // 7. Adverts: on schedule, and at once when what we say has changed.
         let advert = self.advert();
         if now >= self.next_send || self.last_sent.as_ref() != Some(&advert) {
             self.next_send = now + self.spec.timing.heartbeat;
