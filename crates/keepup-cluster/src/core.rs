@@ -1436,6 +1436,9 @@ impl Core {
             if self.groups[gi].phase.busy() {
                 continue;
             }
+            if self.retry_failed_stop(gi, now) {
+                continue;
+            }
             if self.consensus.is_some() {
                 self.decide_consensus(gi, now);
             } else {
@@ -1640,23 +1643,32 @@ impl Core {
                     self.stop(gi, epoch, AfterStop::Release);
                 }
             }
-            Phase::StopFailed {
-                epoch,
-                retry_at,
-                then,
-                ..
-            } if now >= retry_at => {
-                // A back-off counts from the stop that finally works.
-                let then = match then {
-                    AfterStop::BackOff(_) => {
-                        AfterStop::BackOff(now + self.groups[gi].spec.failure_backoff)
-                    }
-                    other => other,
-                };
-                self.stop(gi, epoch, then);
-            }
             _ => {}
         }
+    }
+
+    /// Retries a failed stop when its back-off is over (both modes);
+    /// returns whether it did.
+    fn retry_failed_stop(&mut self, gi: usize, now: Time) -> bool {
+        let Phase::StopFailed {
+            epoch,
+            retry_at,
+            then,
+            ..
+        } = self.groups[gi].phase
+        else {
+            return false;
+        };
+        if now < retry_at {
+            return false;
+        }
+        // A back-off counts from the stop that finally works.
+        let then = match then {
+            AfterStop::BackOff(_) => AfterStop::BackOff(now + self.groups[gi].spec.failure_backoff),
+            other => other,
+        };
+        self.stop(gi, epoch, then);
+        true
     }
 
     fn decide_unguarded(&mut self, gi: usize, now: Time) {
@@ -1701,21 +1713,6 @@ impl Core {
                 });
                 self.local_epoch += 1;
                 self.start(gi, self.local_epoch, None);
-            }
-            Phase::StopFailed {
-                epoch,
-                retry_at,
-                then,
-                ..
-            } if now >= retry_at => {
-                // A back-off counts from the stop that finally works.
-                let then = match then {
-                    AfterStop::BackOff(_) => {
-                        AfterStop::BackOff(now + self.groups[gi].spec.failure_backoff)
-                    }
-                    other => other,
-                };
-                self.stop(gi, epoch, then);
             }
             _ => {}
         }
