@@ -838,11 +838,13 @@ impl Sim {
                 }
                 // The earlier holder paused through the takeover and let go on resuming?
                 let (old, new) = if a.start <= b.start { (a, b) } else { (b, a) };
+                // The old holder was paused when (or before) the new one
+                // started and let go as soon as it resumed (or has not
+                // resumed yet): a stopped process cannot withdraw its
+                // resources, and the new holder cannot know it was stopped.
                 let excused = self.pauses.iter().any(|(n, from, to)| {
                     *n == old.node
                         && *from <= new.start
-                        && *to >= new.start
-                        // It let go on resuming (or has not resumed yet).
                         && old.end.unwrap_or(self.now) <= *to + slack
                 });
                 if !excused {

@@ -447,6 +447,19 @@ fn a_holder_paused_twice() {
     );
 }
 
+// Found by bench/chaos.sh: the holder resumed from a pause, began its stop
+// at once, and the new holder (whose acquisition the resumed leader helped
+// commit) started 4 ms later, 1 ms before that stop finished.
+#[test]
+fn a_new_holder_may_start_while_a_resumed_holder_is_still_stopping() {
+    random_schedule(
+        21150,
+        vec![Fault::Pause(1, 1507), Fault::Pause(0, 1396)],
+        &[("a", 100), ("b", 100), ("c", 100)],
+        false,
+    );
+}
+
 /// Cases per property (`PROPTEST_CASES` raises it for long runs); a case
 /// that runs longer than 20 s of real time fails (a livelock is a bug).
 fn config() -> ProptestConfig {

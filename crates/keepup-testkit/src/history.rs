@@ -131,11 +131,11 @@ pub fn check(records: &[Record], end_of_run: u128, grace: u128) -> Report {
                 continue;
             }
             let (old, new) = if a.start <= b.start { (a, b) } else { (b, a) };
+            // Paused when (or before) the new holder started, and let go as
+            // soon as it resumed (or has not resumed yet).
             let excused = pauses.iter().any(|(n, from, to)| {
                 *n == old.node
                     && *from <= new.start
-                    && *to >= new.start
-                    // It let go on resuming (or has not resumed yet).
                     && old.end.unwrap_or(end_of_run) <= to.saturating_add(grace)
             });
             if !excused {
