@@ -244,6 +244,37 @@ pub(crate) struct ApiBackend {
     pub extensions: Vec<Arc<dyn Extension>>,
 }
 
+impl ApiBackend {
+    /// Posts a command that answers on a channel and waits (at most 5 s) for
+    /// the heartbeat thread's answer; None when it did not answer.
+    async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::Sender<Result<T, String>>) -> Command,
+    ) -> Option<Result<T, String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.hb.send(make(tx));
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(5)))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    }
+}
+
+/// A control answer from the heartbeat thread's result.
+fn answer_of(answer: Option<Result<String, String>>) -> ControlResponse {
+    match answer {
+        Some(Ok(message)) => ControlResponse { ok: true, message },
+        Some(Err(message)) => ControlResponse {
+            ok: false,
+            message: format!("refused: {message}"),
+        },
+        None => ControlResponse {
+            ok: false,
+            message: "the heartbeat thread did not answer".into(),
+        },
+    }
+}
+
 impl keepup_api::Backend for ApiBackend {
     fn status_json(&self) -> serde_json::Value {
         serde_json::to_value(self.shared.report(&self.extensions)).unwrap_or_default()
@@ -288,54 +319,25 @@ impl keepup_api::Backend for ApiBackend {
                     }
                 }
                 ControlRequest::Move { group, node } => {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    self.hb.send(Command::Move {
-                        group: group.clone(),
-                        target: node.clone(),
-                        reply: tx,
-                    });
-                    let answer = tokio::task::spawn_blocking(move || {
-                        rx.recv_timeout(std::time::Duration::from_secs(5))
-                    })
-                    .await;
-                    match answer {
-                        Ok(Ok(Ok(()))) => ControlResponse {
-                            ok: true,
-                            message: format!(
-                                "moving {group} to {node}: this node stops it and steps aside"
-                            ),
-                        },
-                        Ok(Ok(Err(message))) => ControlResponse {
-                            ok: false,
-                            message: format!("refused: {message}"),
-                        },
-                        _ => ControlResponse {
-                            ok: false,
-                            message: "the heartbeat thread did not answer".into(),
-                        },
-                    }
+                    let (g, n) = (group.clone(), node.clone());
+                    let answer = self
+                        .ask(move |reply| Command::Move {
+                            group: g,
+                            target: n,
+                            reply,
+                        })
+                        .await;
+                    answer_of(answer.map(|r| {
+                        r.map(|()| {
+                            format!("moving {group} to {node}: this node stops it and steps aside")
+                        })
+                    }))
                 }
                 ControlRequest::Cleanup { group } => {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    self.hb.send(Command::Cleanup {
-                        group: group.clone(),
-                        reply: tx,
-                    });
-                    let answer = tokio::task::spawn_blocking(move || {
-                        rx.recv_timeout(std::time::Duration::from_secs(5))
-                    })
-                    .await;
-                    match answer {
-                        Ok(Ok(Ok(message))) => ControlResponse { ok: true, message },
-                        Ok(Ok(Err(message))) => ControlResponse {
-                            ok: false,
-                            message: format!("refused: {message}"),
-                        },
-                        _ => ControlResponse {
-                            ok: false,
-                            message: "the heartbeat thread did not answer".into(),
-                        },
-                    }
+                    let answer = self
+                        .ask(move |reply| Command::Cleanup { group, reply })
+                        .await;
+                    answer_of(answer)
                 }
                 ControlRequest::Online => {
                     self.hb.send(Command::Standby(false));

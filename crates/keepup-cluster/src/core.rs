@@ -1451,8 +1451,7 @@ impl Core {
         //    the config everywhere). A no-op while they agree.
         if let Some(c) = self.consensus.as_mut() {
             if c.is_leader() {
-                let wanted: Vec<String> = self.spec.nodes.iter().map(|n| n.name.clone()).collect();
-                c.reconcile_voters(&wanted);
+                c.reconcile_voters();
             }
         }
 

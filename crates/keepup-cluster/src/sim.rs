@@ -549,6 +549,29 @@ impl Sim {
         });
     }
 
+    /// Reports `outcome` for `group` to node `i` once a resource operation's time has passed.
+    fn complete_later(&mut self, i: usize, group: String, outcome: ResourceOutcome) {
+        self.ops.push(PendingOp {
+            at: self.now + self.resource_time,
+            node: i,
+            generation: self.nodes[i].generation,
+            group,
+            outcome,
+        });
+    }
+
+    /// Ends `node`'s open holding interval of `group` at `at`.
+    fn end_interval(&mut self, node: &str, group: &str, at: Time) {
+        if let Some(iv) = self
+            .intervals
+            .iter_mut()
+            .rev()
+            .find(|iv| iv.node == node && iv.group == group && iv.end.is_none())
+        {
+            iv.end = Some(at);
+        }
+    }
+
     fn drain(&mut self, i: usize) {
         while let Some(action) = self.nodes[i].core.as_mut().and_then(|c| c.poll_action()) {
             let name = self.nodes[i].name.clone();
@@ -600,29 +623,14 @@ impl Sim {
                         end: None,
                     });
                     let fail = self.failing_starts.contains(&(name.clone(), group.clone()));
-                    if fail {
+                    let outcome = if fail {
                         // A failed start cleans up after itself.
-                        let end = self.now + self.resource_time;
-                        if let Some(iv) = self
-                            .intervals
-                            .iter_mut()
-                            .rev()
-                            .find(|iv| iv.node == name && iv.group == group && iv.end.is_none())
-                        {
-                            iv.end = Some(end);
-                        }
-                    }
-                    self.ops.push(PendingOp {
-                        at: self.now + self.resource_time,
-                        node: i,
-                        generation: self.nodes[i].generation,
-                        group,
-                        outcome: if fail {
-                            ResourceOutcome::StartFailed("simulated failure".into())
-                        } else {
-                            ResourceOutcome::Started
-                        },
-                    });
+                        self.end_interval(&name, &group, self.now + self.resource_time);
+                        ResourceOutcome::StartFailed("simulated failure".into())
+                    } else {
+                        ResourceOutcome::Started
+                    };
+                    self.complete_later(i, group, outcome);
                 }
                 Action::Stop { group, .. } => {
                     let key = (name.clone(), group.clone());
@@ -633,30 +641,19 @@ impl Sim {
                         }
                         _ => false,
                     };
-                    self.ops.push(PendingOp {
-                        at: self.now + self.resource_time,
-                        node: i,
-                        generation: self.nodes[i].generation,
-                        group,
-                        outcome: if fail {
-                            ResourceOutcome::StopFailed("simulated stop failure".into())
-                        } else {
-                            ResourceOutcome::Stopped
-                        },
-                    });
+                    let outcome = if fail {
+                        ResourceOutcome::StopFailed("simulated stop failure".into())
+                    } else {
+                        ResourceOutcome::Stopped
+                    };
+                    self.complete_later(i, group, outcome);
                 }
                 Action::Fence { group, node, .. } => {
                     // A fence powers the node off: it and its resources are gone.
                     if self.nodes.iter().any(|n| n.name == node) {
                         self.crash(&node);
                     }
-                    self.ops.push(PendingOp {
-                        at: self.now + self.resource_time,
-                        node: i,
-                        generation: self.nodes[i].generation,
-                        group,
-                        outcome: ResourceOutcome::Fenced,
-                    });
+                    self.complete_later(i, group, ResourceOutcome::Fenced);
                 }
                 Action::Reassert(_) => {}
                 Action::Event(e) => {
@@ -785,14 +782,7 @@ impl Sim {
                 }
                 if outcome == ResourceOutcome::Stopped {
                     let name = self.nodes[i].name.clone();
-                    if let Some(iv) = self
-                        .intervals
-                        .iter_mut()
-                        .rev()
-                        .find(|iv| iv.node == name && iv.group == group && iv.end.is_none())
-                    {
-                        iv.end = Some(now);
-                    }
+                    self.end_interval(&name, &group, now);
                 }
                 let local = self.local(i);
                 if let Some(c) = self.nodes[i].core.as_mut() {

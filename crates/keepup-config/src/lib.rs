@@ -22,7 +22,7 @@ pub use database::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use lb::*;
 pub use model::*;
-pub use validate::{host_addresses, line_of, parse_cidr};
+pub use validate::{consensus_id, host_addresses, line_of, parse_cidr};
 
 use std::path::{Path, PathBuf};
 

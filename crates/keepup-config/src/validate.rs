@@ -336,9 +336,10 @@ pub(crate) fn validate(
     }
 }
 
-/// The consensus engine's id for a node name (FNV-1a, as keepup-consensus
-/// computes it; a collision is refused above).
-fn consensus_id(name: &str) -> u64 {
+/// The consensus engine's id for a node name: a stable hash (FNV-1a, never
+/// 0), so ids survive the config being reordered. keepup-consensus uses
+/// this one definition; a collision is refused by `validate`.
+pub fn consensus_id(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.as_bytes() {
         h ^= u64::from(*b);

@@ -5,18 +5,9 @@ use crate::table::{Applied, Command, LeaseTable};
 use raft::prelude::*;
 use raft::StateRole;
 
-/// Raft's id for a node: a stable hash of its configured name (never 0), so
-/// ids survive the config being reordered. `keepup check-config` refuses a
-/// config where two names collide.
-pub fn node_id(name: &str) -> u64 {
-    // FNV-1a, 64 bit.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
-}
+/// Raft's id for a node: a stable hash of its configured name (never 0),
+/// defined once in keepup-config, whose check refuses colliding names.
+pub use keepup_config::consensus_id as node_id;
 
 /// A voter as configured.
 #[derive(Debug, Clone)]
@@ -270,19 +261,19 @@ impl Consensus {
         &self.table
     }
 
-    /// On the leader: moves the membership one step towards `wanted`
-    /// (the config's voters), one voter added or removed at a time.
-    pub fn reconcile_voters(&mut self, wanted: &[String]) {
+    /// On the leader: moves the membership one step towards the configured
+    /// voters (the ones given to [`Consensus::new`]), one voter added or
+    /// removed at a time. Allocates nothing while they agree.
+    pub fn reconcile_voters(&mut self) {
         if !self.is_leader() || self.raw.raft.has_pending_conf() {
             return;
         }
-        let have = self.raw.store().conf_state().voters.clone();
-        let want: Vec<u64> = wanted.iter().map(|n| node_id(n)).collect();
-        let change = if let Some(add) = want.iter().find(|id| !have.contains(id)) {
+        let have = &self.raw.store().conf_state().voters;
+        let change = if let Some((add, _)) = self.names.iter().find(|(id, _)| !have.contains(id)) {
             Some((ConfChangeType::AddNode, *add))
         } else {
             have.iter()
-                .find(|id| !want.contains(id))
+                .find(|id| !self.names.iter().any(|(n, _)| n == *id))
                 .map(|rm| (ConfChangeType::RemoveNode, *rm))
         };
         if let Some((t, id)) = change {
