@@ -9,7 +9,7 @@
 
 use crate::shared::Shared;
 use anyhow::Context;
-use keepup_cluster::{Action, Boot, Core, ResourceOutcome, Spec};
+use keepup_cluster::{Action, Boot, Core, Grant, ResourceOutcome, Spec};
 use keepup_config::Config;
 use keepup_wire::{
     decode_frame, encode, encode_raft, DropReason, Frame, Key, Packet, RaftPacket, ReplayGuard,
@@ -131,6 +131,8 @@ struct Loop {
     out: Vec<u8>,
     finished: bool,
     state: StateDir,
+    /// Per group, in the core's order: the cell its resources read the grant from.
+    grants: Vec<keepup_resource::Epoch>,
 }
 
 /// The node's state directory: its boot counter and consensus log.
@@ -288,6 +290,7 @@ pub fn start(
         )
     })?;
     let realtime = cfg.cluster.realtime;
+    let grants = core.grants().map(|(g, _)| shared.epoch(g)).collect();
     let epoch = Instant::now();
     let shared2 = shared.clone();
     let thread = std::thread::Builder::new()
@@ -318,6 +321,7 @@ pub fn start(
                 out: Vec::with_capacity(MAX_RAFT_PACKET),
                 finished: false,
                 state,
+                grants,
             };
             l.run(poll, rx)
         })
@@ -484,10 +488,13 @@ impl Loop {
                 }
                 Action::Start { group, epoch } => {
                     changed = true;
+                    // Granted before the runtime can see the request.
+                    self.publish_grants();
                     let _ = self.to_runtime.send(ResourceRequest::Start(group, epoch));
                 }
                 Action::Stop { group, .. } => {
                     changed = true;
+                    self.shared.epoch(&group).revoke();
                     let _ = self.to_runtime.send(ResourceRequest::Stop(group));
                 }
                 Action::Fence { group, node, epoch } => {
@@ -518,7 +525,19 @@ impl Loop {
                 }
             }
         }
+        self.publish_grants();
         changed
+    }
+
+    /// Hands the core's grants to the resources (see [`keepup_resource::Epoch`]).
+    fn publish_grants(&self) {
+        for ((_, grant), cell) in self.core.grants().zip(&self.grants) {
+            match grant {
+                Grant::Revoked => cell.revoke(),
+                Grant::Until(t) => cell.grant(Some(self.epoch + t)),
+                Grant::Unbounded => cell.grant(None),
+            }
+        }
     }
 
     fn send_raft(&mut self, to: &str, payload: Vec<u8>) {

@@ -46,7 +46,7 @@ impl Runner {
                 cluster: config.file.cluster.name.get_ref().clone(),
                 node: me.to_string(),
                 group: g.name.get_ref().clone(),
-                epoch: Epoch::default(),
+                epoch: shared.epoch(g.name.get_ref()),
             };
             let mut resources = Vec::new();
             for r in &g.resource {
@@ -136,34 +136,57 @@ impl Runner {
             let g = group.lock().await;
             (g.ctx.clone(), g.fence.clone())
         };
-        let Some(keepup_config::FenceConfig::Exec {
-            command,
-            timeout_ms,
-        }) = fence
-        else {
-            return ResourceOutcome::FenceFailed(format!("group {name} has no fence configured"));
-        };
         let ctx = Context {
             epoch: Epoch::default(),
             ..ctx
         };
         ctx.epoch.set(epoch);
-        let cfg = keepup_config::ExecResource {
-            name: "fence".into(),
-            start: command,
-            stop: "true".into(),
-            status: None,
-            timeout_ms,
-            env: [("KEEPUP_FENCE_NODE".to_string(), node.to_string())].into(),
-            monitor_interval_ms: 1000,
+        let outcome = match fence {
+            None => {
+                return ResourceOutcome::FenceFailed(format!(
+                    "group {name} has no fence configured"
+                ))
+            }
+            Some(keepup_config::FenceConfig::Exec {
+                command,
+                timeout_ms,
+            }) => {
+                let cfg = keepup_config::ExecResource {
+                    name: "fence".into(),
+                    start: command,
+                    stop: "true".into(),
+                    status: None,
+                    timeout_ms,
+                    env: [("KEEPUP_FENCE_NODE".to_string(), node.to_string())].into(),
+                    monitor_interval_ms: 1000,
+                };
+                match keepup_resource::build(&keepup_config::ResourceConfig::Exec(cfg), &ctx) {
+                    Ok(exec) => with_timeout(exec.as_ref(), "fence", exec.start()).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Some(keepup_config::FenceConfig::Digitalocean {
+                token_file,
+                api_url,
+                droplets,
+                timeout_ms,
+            }) => {
+                let timeout = std::time::Duration::from_millis(timeout_ms);
+                match keepup_resource::digitalocean::PowerOff::new(
+                    &api_url,
+                    &token_file,
+                    droplets,
+                    timeout,
+                ) {
+                    // The module's own deadline fires first, with its message.
+                    Ok(p) => p.fence(node).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
         };
-        let exec = match keepup_resource::build(&keepup_config::ResourceConfig::Exec(cfg), &ctx) {
-            Ok(e) => e,
-            Err(e) => return ResourceOutcome::FenceFailed(e.to_string()),
-        };
-        match with_timeout(exec.as_ref(), "fence", exec.start()).await {
+        match outcome {
             Ok(()) => {
-                tracing::warn!(group = %name, "fenced {node}");
+                tracing::warn!(group = %name, epoch, "fenced {node}");
                 ResourceOutcome::Fenced
             }
             Err(e) => ResourceOutcome::FenceFailed(e.to_string()),

@@ -18,6 +18,9 @@ pub struct Shared {
     node: String,
     started: Instant,
     inner: Mutex<Inner>,
+    /// Per group: its fencing epoch and grant, written by the heartbeat
+    /// thread, read by the group's resources.
+    epochs: Mutex<BTreeMap<String, keepup_resource::Epoch>>,
 }
 
 #[derive(Default)]
@@ -40,7 +43,19 @@ impl Shared {
             node: node.to_string(),
             started: Instant::now(),
             inner: Mutex::new(Inner::default()),
+            epochs: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The epoch cell of `group` (created on first use): one cell shared by
+    /// the heartbeat thread, which grants and revokes, and the resources.
+    pub(crate) fn epoch(&self, group: &str) -> keepup_resource::Epoch {
+        self.epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.to_string())
+            .or_default()
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

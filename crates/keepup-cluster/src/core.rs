@@ -13,6 +13,17 @@ use std::time::Duration;
 /// Monotonic time since an arbitrary epoch chosen by the caller.
 pub type Time = Duration;
 
+/// How long a node may act for a group it runs (see [`Core::grants`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Not held here, or being stopped: no action on its behalf.
+    Revoked,
+    /// Held under a lease: until this core time.
+    Until(Time),
+    /// Held without a lease (unguarded ownership).
+    Unbounded,
+}
+
 /// Largest clock-rate difference between two nodes that the leases allow
 /// for (1 %: far above a quartz clock's 0.01 % and NTP's 0.05 % slew).
 pub const CLOCK_DRIFT: f64 = 0.01;
@@ -1867,6 +1878,25 @@ impl Core {
     /// The consensus table's lease for `group` as applied here (None when unguarded).
     pub fn lease(&self, group: &str) -> Option<Lease> {
         self.consensus.as_ref().map(|c| c.table().lease(group))
+    }
+
+    /// Per group (in spec order): until when this node may act for it on
+    /// its own initiative (a monitor's repair), the moment the core itself
+    /// would stop it. `Grant::Revoked` outside `Starting`/`Held`.
+    pub fn grants(&self) -> impl Iterator<Item = (&str, Grant)> + '_ {
+        let bound = self.spec.timing.stop_bound;
+        self.groups.iter().map(move |g| {
+            let grant = match &g.phase {
+                Phase::Starting { lease_end, .. } | Phase::Held { lease_end, .. } => {
+                    match lease_end {
+                        Some(end) => Grant::Until(end.saturating_sub(bound)),
+                        None => Grant::Unbounded,
+                    }
+                }
+                _ => Grant::Revoked,
+            };
+            (g.spec.name.as_str(), grant)
+        })
     }
 
     /// The consensus leader this node knows, if any.

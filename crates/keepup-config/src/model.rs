@@ -238,6 +238,25 @@ pub enum FenceConfig {
         #[serde(default = "default_exec_timeout")]
         timeout_ms: u64,
     },
+    /// Power the node's droplet off through the DigitalOcean API (a hard
+    /// power-off, the documented `power_off` droplet action), then confirm
+    /// the droplet reports `off`.
+    Digitalocean {
+        /// File holding the API token (never logged).
+        token_file: PathBuf,
+        /// API base URL.
+        #[serde(default = "default_do_api")]
+        api_url: String,
+        /// Each holding node's droplet id: `{ "lb-1" = 3164444, ... }`.
+        droplets: BTreeMap<String, u64>,
+        /// Overall limit: the action and the confirmation.
+        #[serde(default = "default_do_fence_timeout")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_do_fence_timeout() -> u64 {
+    60_000
 }
 
 fn default_backoff() -> u64 {

@@ -1,6 +1,6 @@
 //! Checks that serde cannot make, each reported with its line.
 
-use crate::{ConfigError, ConfigErrors, FileConfig, HostChecks, ResourceConfig};
+use crate::{ConfigError, ConfigErrors, FenceConfig, FileConfig, HostChecks, ResourceConfig};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -243,6 +243,68 @@ pub(crate) fn validate(
                 &g.name,
                 format!("group {:?} has no resources", g.name.get_ref()),
             );
+        }
+        if let Some(FenceConfig::Digitalocean {
+            token_file,
+            droplets,
+            timeout_ms,
+            ..
+        }) = &g.fence
+        {
+            let holders: Vec<&String> = if g.nodes.is_empty() {
+                f.node
+                    .iter()
+                    .filter(|n| !n.is_witness())
+                    .map(|n| n.name.get_ref())
+                    .collect()
+            } else {
+                g.nodes.iter().map(|n| n.get_ref()).collect()
+            };
+            for h in &holders {
+                if !droplets.contains_key(*h) {
+                    c.at(
+                        &g.name,
+                        format!(
+                            "group {:?}: the digitalocean fence has no droplet id for node {h:?}; add it to [group.fence] droplets, e.g. droplets = {{ {h:?} = 3164444 }}",
+                            g.name.get_ref()
+                        ),
+                    );
+                }
+            }
+            for (n, id) in droplets {
+                if !holders.contains(&n) {
+                    c.at(
+                        &g.name,
+                        format!(
+                            "group {:?}: the digitalocean fence lists {n:?}, which cannot hold the group",
+                            g.name.get_ref()
+                        ),
+                    );
+                }
+                if *id == 0 {
+                    c.at(
+                        &g.name,
+                        format!(
+                            "group {:?}: droplet id 0 for {n:?} is not a droplet",
+                            g.name.get_ref()
+                        ),
+                    );
+                }
+            }
+            if *timeout_ms == 0 {
+                c.at(
+                    &g.name,
+                    format!(
+                        "group {:?}: the fence's timeout_ms must be greater than 0",
+                        g.name.get_ref()
+                    ),
+                );
+            }
+            if checks != HostChecks::FileOnly {
+                if let Some(msg) = secret_file_problem(token_file, "DigitalOcean token file", 1) {
+                    c.at_value(&g.name, &token_file.to_string_lossy(), msg);
+                }
+            }
         }
         for r in &g.resource {
             match r {

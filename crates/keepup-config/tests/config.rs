@@ -75,6 +75,28 @@ fn a_witness_may_not_hold_a_group_and_the_stop_bound_must_fit_the_lease() {
     assert!(e.contains("stop_bound_ms"), "{e}");
 }
 
+#[test]
+fn a_digitalocean_fence_needs_every_holders_droplet() {
+    let three = format!(
+        "{MIN}\n[[node]]\nname = \"b\"\naddresses = [\"10.0.0.2\"]\n[[node]]\nname = \"w\"\naddresses = [\"10.0.0.3\"]\nrole = \"witness\"\n\n[[group]]\nname = \"g\"\n[[group.resource]]\ntype = \"exec\"\nname = \"x\"\nstart = \"true\"\nstop = \"true\"\n[group.fence]\ntype = \"digitalocean\"\ntoken_file = \"/t\"\n"
+    );
+    let e = parse(&format!("{three}droplets = {{ a = 11 }}\n")).unwrap_err();
+    assert!(
+        e.contains("keepup.toml:19") && e.contains("no droplet id for node \"b\""),
+        "{e}"
+    );
+    let e = parse(&format!("{three}droplets = {{ a = 11, b = 12, w = 13 }}\n")).unwrap_err();
+    assert!(e.contains("\"w\", which cannot hold"), "{e}");
+    let c = parse(&format!("{three}droplets = {{ a = 11, b = 12 }}\n")).expect("complete");
+    assert!(matches!(
+        c.file.group[0].fence,
+        Some(keepup_config::FenceConfig::Digitalocean {
+            timeout_ms: 60_000,
+            ..
+        })
+    ));
+}
+
 const MIN: &str = r#"
 [cluster]
 name = "c"

@@ -27,18 +27,27 @@
 //! earlier action still running) is retried too. Other 4xx answers fail at
 //! once.
 //!
+//! Fencing: the resource is tied to its group's [`Epoch`]. The assign, the
+//! only request that changes anything, is sent only while this node's
+//! grant is current, so a monitor that wakes after the lease ran out (a
+//! SIGSTOPped agent resumed, a stop still on its way) reports an error
+//! instead of moving the IP back from the next holder. The API has no
+//! compare-and-set on the holder, so this check is local; the lease's stop
+//! bound covers the request in flight. The module also holds [`PowerOff`],
+//! the `type = "digitalocean"` fence.
+//!
 //! `stop` does nothing, on purpose: the next owner's assign moves the IP
 //! atomically, while an unassign would only open a window in which the IP
 //! reaches no droplet at all (and fails anyway when this node is cut off,
 //! the very case failover is for).
 
-use crate::{BoxFuture, Health, Resource, ResourceError};
+use crate::{BoxFuture, Epoch, Health, Resource, ResourceError};
 use keepup_config::DigitalOceanResource;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OnceCell;
@@ -123,15 +132,15 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A DigitalOcean reserved IP assigned to this droplet.
+/// The HTTP side shared by the reserved IP and the power-off fence: the
+/// client, the token file, retries and action polling.
 #[derive(Debug)]
-pub struct ReservedIp {
-    cfg: DigitalOceanResource,
-    api: String,
-    metadata: String,
+struct Api {
+    label: String,
+    base: String,
+    token_file: PathBuf,
     policy: RetryPolicy,
     client: reqwest::Client,
-    droplet_id: OnceCell<u64>,
 }
 
 /// One failed attempt, and whether trying again may help.
@@ -141,28 +150,22 @@ struct Attempt {
     reason: String,
 }
 
-impl ReservedIp {
-    /// Checks the configuration (IP syntax, URLs) and builds the HTTP client.
-    pub fn new(cfg: &DigitalOceanResource) -> Result<ReservedIp, ResourceError> {
+/// Checks `url` is an http(s) URL.
+fn check_url(what: &str, url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{what} {url:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{what} {url:?} is not http or https"));
+    }
+    Ok(())
+}
+
+impl Api {
+    fn new(label: String, api_url: &str, token_file: &Path) -> Result<Api, ResourceError> {
         let bad = |reason: String| ResourceError::Config {
-            resource: format!("digitalocean {}", cfg.reserved_ip),
+            resource: label.clone(),
             reason,
         };
-        cfg.reserved_ip
-            .parse::<std::net::IpAddr>()
-            .map_err(|_| bad(format!("{:?} is not an IP address", cfg.reserved_ip)))?;
-        for (what, url) in [
-            ("api_url", &cfg.api_url),
-            ("metadata_url", &cfg.metadata_url),
-        ] {
-            let u = reqwest::Url::parse(url).map_err(|e| bad(format!("{what} {url:?}: {e}")))?;
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(bad(format!("{what} {url:?} is not http or https")));
-            }
-        }
-        if cfg.timeout_ms == 0 {
-            return Err(bad("timeout_ms must be greater than 0".to_string()));
-        }
+        check_url("api_url", api_url).map_err(bad)?;
         // No proxy from the environment: the metadata service is link-local
         // and must never go through one, and a failover path should not
         // depend on an extra hop (droplets reach the API directly).
@@ -172,32 +175,25 @@ impl ReservedIp {
             .user_agent(concat!("keepup/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
-        Ok(ReservedIp {
-            api: cfg.api_url.trim_end_matches('/').to_string(),
-            metadata: cfg.metadata_url.trim_end_matches('/').to_string(),
-            cfg: cfg.clone(),
+        Ok(Api {
+            base: api_url.trim_end_matches('/').to_string(),
+            token_file: token_file.to_path_buf(),
             policy: RetryPolicy::default(),
             client,
-            droplet_id: OnceCell::new(),
+            label,
         })
-    }
-
-    /// Replaces the retry and polling policy (tests use short waits).
-    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> ReservedIp {
-        self.policy = policy;
-        self
     }
 
     fn failed(&self, operation: &'static str, reason: String) -> ResourceError {
         ResourceError::Failed {
-            resource: self.describe(),
+            resource: self.label.clone(),
             operation,
             reason,
         }
     }
 
     fn token(&self, operation: &'static str) -> Result<Token, ResourceError> {
-        Token::read(&self.cfg.token_file).map_err(|r| self.failed(operation, r))
+        Token::read(&self.token_file).map_err(|r| self.failed(operation, r))
     }
 
     /// One request with retries until it succeeds, fails for good, or the
@@ -237,7 +233,7 @@ impl ReservedIp {
                 ));
             }
             tracing::warn!(
-                resource = %self.describe(),
+                resource = %self.label,
                 "{what}: {reason}; retrying in {} ms (try {tries})",
                 wait.as_millis()
             );
@@ -293,108 +289,41 @@ impl ReservedIp {
         })
     }
 
-    /// This droplet's id from the metadata service (asked once, then kept).
-    async fn droplet_id(
-        &self,
-        operation: &'static str,
-        deadline: Instant,
-    ) -> Result<u64, ResourceError> {
-        let id = self
-            .droplet_id
-            .get_or_try_init(|| async {
-                let url = format!("{}/id", self.metadata);
-                let text = self
-                    .request(operation, Method::GET, &url, None, None, deadline)
-                    .await?;
-                text.trim().parse::<u64>().map_err(|_| {
-                    self.failed(
-                        operation,
-                        format!(
-                            "metadata {url} answered {:?}, not a droplet id",
-                            shorten(text.trim())
-                        ),
-                    )
-                })
-            })
-            .await?;
-        Ok(*id)
-    }
-
-    /// The droplet currently holding the IP (`None`: unassigned).
-    async fn holder(
+    /// POSTs an action to `url` and polls it until it completes.
+    async fn run_action(
         &self,
         operation: &'static str,
         token: &Token,
-        deadline: Instant,
-    ) -> Result<Option<u64>, ResourceError> {
-        let url = format!("{}/v2/reserved_ips/{}", self.api, self.cfg.reserved_ip);
-        let text = self
-            .request(operation, Method::GET, &url, Some(token), None, deadline)
-            .await?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| self.failed(operation, format!("GET {url}: answer is not JSON: {e}")))?;
-        let ip = v.get("reserved_ip").ok_or_else(|| {
-            self.failed(
-                operation,
-                format!("GET {url}: answer has no reserved_ip object"),
-            )
-        })?;
-        match ip.get("droplet") {
-            None | Some(Value::Null) => Ok(None),
-            Some(d) => d
-                .get("id")
-                .and_then(Value::as_u64)
-                .map(Some)
-                .ok_or_else(|| {
-                    self.failed(
-                        operation,
-                        format!("GET {url}: reserved_ip.droplet has no numeric id"),
-                    )
-                }),
-        }
-    }
-
-    /// Assigns the IP to `droplet` and waits for the action to complete.
-    async fn assign(
-        &self,
-        operation: &'static str,
-        token: &Token,
-        droplet: u64,
+        url: &str,
+        body: &Value,
+        what: &str,
         deadline: Instant,
     ) -> Result<(), ResourceError> {
-        let url = format!(
-            "{}/v2/reserved_ips/{}/actions",
-            self.api, self.cfg.reserved_ip
-        );
-        let body = json!({"type": "assign", "droplet_id": droplet});
         let text = self
             .request(
                 operation,
                 Method::POST,
-                &url,
+                url,
                 Some(token),
-                Some(&body),
+                Some(body),
                 deadline,
             )
             .await?;
         let (id, mut status) =
             parse_action(&text).map_err(|r| self.failed(operation, format!("POST {url}: {r}")))?;
-        let action_url = format!("{}/v2/actions/{id}", self.api);
+        let action_url = format!("{}/v2/actions/{id}", self.base);
         loop {
             match status.as_str() {
                 "completed" => return Ok(()),
                 "errored" => {
-                    return Err(self.failed(
-                        operation,
-                        format!("assign action {id} (to droplet {droplet}) errored"),
-                    ))
+                    return Err(self.failed(operation, format!("{what} action {id} errored")))
                 }
                 _ => {}
             }
             if Instant::now() + self.policy.poll_interval >= deadline {
                 return Err(self.failed(
                     operation,
-                    format!("assign action {id} still {status:?} at the deadline"),
+                    format!("{what} action {id} still {status:?} at the deadline"),
                 ));
             }
             tokio::time::sleep(self.policy.poll_interval).await;
@@ -414,25 +343,276 @@ impl ReservedIp {
         }
     }
 
+    /// GETs `url` and parses the answer as JSON.
+    async fn get_json(
+        &self,
+        operation: &'static str,
+        token: &Token,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<Value, ResourceError> {
+        let text = self
+            .request(operation, Method::GET, url, Some(token), None, deadline)
+            .await?;
+        serde_json::from_str(&text)
+            .map_err(|e| self.failed(operation, format!("GET {url}: answer is not JSON: {e}")))
+    }
+}
+
+/// A DigitalOcean reserved IP assigned to this droplet.
+#[derive(Debug)]
+pub struct ReservedIp {
+    cfg: DigitalOceanResource,
+    api: Api,
+    metadata: String,
+    droplet_id: OnceCell<u64>,
+    /// The group's grant (None: standalone use, always allowed).
+    epoch: Option<Epoch>,
+}
+
+impl ReservedIp {
+    /// Checks the configuration (IP syntax, URLs) and builds the HTTP client.
+    pub fn new(cfg: &DigitalOceanResource) -> Result<ReservedIp, ResourceError> {
+        let label = format!("digitalocean {}", cfg.reserved_ip);
+        let bad = |reason: String| ResourceError::Config {
+            resource: label.clone(),
+            reason,
+        };
+        cfg.reserved_ip
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| bad(format!("{:?} is not an IP address", cfg.reserved_ip)))?;
+        check_url("metadata_url", &cfg.metadata_url).map_err(bad)?;
+        if cfg.timeout_ms == 0 {
+            return Err(bad("timeout_ms must be greater than 0".to_string()));
+        }
+        Ok(ReservedIp {
+            api: Api::new(label.clone(), &cfg.api_url, &cfg.token_file)?,
+            metadata: cfg.metadata_url.trim_end_matches('/').to_string(),
+            cfg: cfg.clone(),
+            droplet_id: OnceCell::new(),
+            epoch: None,
+        })
+    }
+
+    /// Replaces the retry and polling policy (tests use short waits).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> ReservedIp {
+        self.api.policy = policy;
+        self
+    }
+
+    /// Ties the resource to its group's fencing epoch: the IP is assigned
+    /// only while this node's grant is current (see [`Epoch`]), so a node
+    /// whose lease ran out never moves it back from the next holder.
+    pub fn with_epoch(mut self, epoch: Epoch) -> ReservedIp {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// This droplet's id from the metadata service (asked once, then kept).
+    async fn droplet_id(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<u64, ResourceError> {
+        let id = self
+            .droplet_id
+            .get_or_try_init(|| async {
+                let url = format!("{}/id", self.metadata);
+                let text = self
+                    .api
+                    .request(operation, Method::GET, &url, None, None, deadline)
+                    .await?;
+                text.trim().parse::<u64>().map_err(|_| {
+                    self.api.failed(
+                        operation,
+                        format!(
+                            "metadata {url} answered {:?}, not a droplet id",
+                            shorten(text.trim())
+                        ),
+                    )
+                })
+            })
+            .await?;
+        Ok(*id)
+    }
+
+    /// The droplet currently holding the IP (`None`: unassigned).
+    async fn holder(
+        &self,
+        operation: &'static str,
+        token: &Token,
+        deadline: Instant,
+    ) -> Result<Option<u64>, ResourceError> {
+        let url = format!("{}/v2/reserved_ips/{}", self.api.base, self.cfg.reserved_ip);
+        let v = self.api.get_json(operation, token, &url, deadline).await?;
+        let ip = v.get("reserved_ip").ok_or_else(|| {
+            self.api.failed(
+                operation,
+                format!("GET {url}: answer has no reserved_ip object"),
+            )
+        })?;
+        match ip.get("droplet") {
+            None | Some(Value::Null) => Ok(None),
+            Some(d) => d
+                .get("id")
+                .and_then(Value::as_u64)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.api.failed(
+                        operation,
+                        format!("GET {url}: reserved_ip.droplet has no numeric id"),
+                    )
+                }),
+        }
+    }
+
     /// Makes the IP ours; returns the previous holder when it moved.
     async fn make_ours(
         &self,
         operation: &'static str,
     ) -> Result<Option<Option<u64>>, ResourceError> {
         let deadline = Instant::now() + Duration::from_millis(self.cfg.timeout_ms);
-        let token = self.token(operation)?;
+        let token = self.api.token(operation)?;
         let me = self.droplet_id(operation, deadline).await?;
         let holder = self.holder(operation, &token, deadline).await?;
         if holder == Some(me) {
             return Ok(None);
         }
-        self.assign(operation, &token, me, deadline).await?;
+        // Checked as late as possible: right before the one request that
+        // changes anything.
+        if let Some(e) = self.epoch.as_ref().filter(|e| !e.is_current()) {
+            return Err(self.api.failed(
+                operation,
+                format!(
+                    "the IP is on {}; not assigning it here: this node's lease of the group (epoch {}) has run out or is being given up",
+                    holder.map_or("no droplet".to_string(), |h| format!("droplet {h}")),
+                    e.get()
+                ),
+            ));
+        }
+        let url = format!(
+            "{}/v2/reserved_ips/{}/actions",
+            self.api.base, self.cfg.reserved_ip
+        );
+        let body = json!({"type": "assign", "droplet_id": me});
+        self.api
+            .run_action(
+                operation,
+                &token,
+                &url,
+                &body,
+                &format!("assign (to droplet {me})"),
+                deadline,
+            )
+            .await?;
         tracing::info!(
             resource = %self.describe(),
+            epoch = self.epoch.as_ref().map(Epoch::get),
             "assigned to droplet {me} (was {})",
             holder.map_or("unassigned".to_string(), |h| format!("droplet {h}"))
         );
         Ok(Some(holder))
+    }
+}
+
+/// `type = "digitalocean"` fence: powers a droplet off (the documented
+/// `power_off` droplet action: a hard power cut, as STONITH needs; the
+/// graceful `shutdown` may never finish on a wedged machine), then reads
+/// the droplet back until it reports `status: "off"`.
+///
+/// Requests (DigitalOcean API v2 reference, "Droplet Actions" and
+/// "Droplets"): `POST {api_url}/v2/droplets/{id}/actions` with
+/// `{"type": "power_off"}` → `201 {"action": {...}}`, polled at
+/// `GET /v2/actions/{action_id}`; then `GET /v2/droplets/{id}` →
+/// `{"droplet": {"id": N, "status": "new" | "active" | "off" | "archive"}}`.
+#[derive(Debug)]
+pub struct PowerOff {
+    api: Api,
+    droplets: std::collections::BTreeMap<String, u64>,
+    timeout: Duration,
+}
+
+impl PowerOff {
+    /// Checks the URL and builds the HTTP client.
+    pub fn new(
+        api_url: &str,
+        token_file: &Path,
+        droplets: std::collections::BTreeMap<String, u64>,
+        timeout: Duration,
+    ) -> Result<PowerOff, ResourceError> {
+        Ok(PowerOff {
+            api: Api::new("digitalocean fence".into(), api_url, token_file)?,
+            droplets,
+            timeout,
+        })
+    }
+
+    /// Replaces the retry and polling policy (tests use short waits).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> PowerOff {
+        self.api.policy = policy;
+        self
+    }
+
+    /// Powers off `node`'s droplet and waits until the API reports it off.
+    /// A droplet already off succeeds at once (fencing is idempotent).
+    pub async fn fence(&self, node: &str) -> Result<u64, ResourceError> {
+        const OP: &str = "fence";
+        let deadline = Instant::now() + self.timeout;
+        let Some(&id) = self.droplets.get(node) else {
+            return Err(self.api.failed(
+                OP,
+                format!("no droplet id for node {node:?} in [group.fence] droplets"),
+            ));
+        };
+        let token = self.api.token(OP)?;
+        let droplet_url = format!("{}/v2/droplets/{id}", self.api.base);
+        if self.status(&token, &droplet_url, deadline).await? == "off" {
+            return Ok(id);
+        }
+        let url = format!("{droplet_url}/actions");
+        self.api
+            .run_action(
+                OP,
+                &token,
+                &url,
+                &json!({"type": "power_off"}),
+                &format!("power_off (droplet {id}, node {node})"),
+                deadline,
+            )
+            .await?;
+        // The action's "completed" is the provider's word; the droplet's own
+        // status is what we act on.
+        loop {
+            let status = self.status(&token, &droplet_url, deadline).await?;
+            if status == "off" {
+                tracing::warn!(node, droplet = id, "fenced: droplet powered off");
+                return Ok(id);
+            }
+            if Instant::now() + self.api.policy.poll_interval >= deadline {
+                return Err(self.api.failed(
+                    OP,
+                    format!("droplet {id} (node {node}) still {status:?} after power_off, at the deadline"),
+                ));
+            }
+            tokio::time::sleep(self.api.policy.poll_interval).await;
+        }
+    }
+
+    async fn status(
+        &self,
+        token: &Token,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<String, ResourceError> {
+        let v = self.api.get_json("fence", token, url, deadline).await?;
+        v.get("droplet")
+            .and_then(|d| d.get("status"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                self.api
+                    .failed("fence", format!("GET {url}: answer has no droplet.status"))
+            })
     }
 }
 

@@ -54,18 +54,65 @@ pub struct Context {
     pub epoch: Epoch,
 }
 
-/// A shared cell holding a group's current fencing epoch (0: never acquired).
+/// A shared cell holding a group's current fencing epoch (0: never acquired)
+/// and how long this node may still act under it.
+///
+/// The agent's heartbeat thread keeps the grant up to date: it runs until
+/// the moment the core itself would stop the group (lease end minus the
+/// stop bound), and is revoked the moment a stop begins. A resource checks
+/// [`Epoch::is_current`] right before it changes the outside world on its
+/// own initiative (a monitor re-assigning a cloud IP, say), so a node
+/// resumed after a long pause, or one whose lease has run out, cannot undo
+/// the next holder's work while its stop is still on the way. The grant is
+/// measured on CLOCK_MONOTONIC, which keeps running while a process is
+/// stopped.
 #[derive(Debug, Clone, Default)]
-pub struct Epoch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub struct Epoch(std::sync::Arc<EpochCell>);
+
+#[derive(Debug, Default)]
+struct EpochCell {
+    epoch: std::sync::atomic::AtomicU64,
+    /// Nanoseconds after [`base`] until which this node may act; 0 revoked,
+    /// `u64::MAX` unbounded (unguarded ownership has no lease).
+    until: std::sync::atomic::AtomicU64,
+}
+
+/// The process-wide origin for grants (any fixed monotonic instant).
+fn base() -> std::time::Instant {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(std::time::Instant::now)
+}
 
 impl Epoch {
     /// The current epoch.
     pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// Sets it (the agent, before starting a group).
     pub fn set(&self, epoch: u64) {
-        self.0.store(epoch, std::sync::atomic::Ordering::SeqCst)
+        self.0
+            .epoch
+            .store(epoch, std::sync::atomic::Ordering::SeqCst)
+    }
+    /// This node may act for the group until `until` (`None`: with no end,
+    /// for ownership without leases).
+    pub fn grant(&self, until: Option<std::time::Instant>) {
+        let nanos = match until {
+            None => u64::MAX,
+            Some(t) => (t.saturating_duration_since(base()).as_nanos() as u64).max(1),
+        };
+        self.0
+            .until
+            .store(nanos, std::sync::atomic::Ordering::SeqCst)
+    }
+    /// This node may no longer act for the group.
+    pub fn revoke(&self) {
+        self.0.until.store(0, std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Whether this node still holds the group's lease with time to act.
+    pub fn is_current(&self) -> bool {
+        let until = self.0.until.load(std::sync::atomic::Ordering::SeqCst);
+        until == u64::MAX || (base().elapsed().as_nanos() as u64) < until
     }
 }
 
@@ -143,7 +190,9 @@ pub trait Resource: Send + Sync {
 pub fn build(cfg: &ResourceConfig, ctx: &Context) -> Result<Box<dyn Resource>, ResourceError> {
     Ok(match cfg {
         ResourceConfig::Vip(v) => Box::new(vip::Vip::new(v)?),
-        ResourceConfig::Digitalocean(d) => Box::new(digitalocean::ReservedIp::new(d)?),
+        ResourceConfig::Digitalocean(d) => {
+            Box::new(digitalocean::ReservedIp::new(d)?.with_epoch(ctx.epoch.clone()))
+        }
         ResourceConfig::Exec(e) => Box::new(exec::Exec::new(e, ctx)?),
         ResourceConfig::DbPrimary(_) => {
             // Built by the agent's resource factory (the binary plugs in

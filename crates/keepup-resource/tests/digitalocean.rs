@@ -382,3 +382,133 @@ async fn do_unreadable_token_file_names_the_file() {
     );
     assert!(s.fake.requests().is_empty(), "nothing sent without a token");
 }
+
+// The monitor repairs a moved IP only while the group's grant is current:
+// a node whose lease ran out (resumed after SIGSTOP, stop on its way) must
+// not move the IP back from the next holder.
+#[tokio::test]
+async fn do_monitor_never_reassigns_after_the_grant_ends() {
+    let s = setup("grant", Some(ME), TOKEN, 5000).await;
+    let epoch = keepup_resource::Epoch::default();
+    epoch.set(7);
+    epoch.grant(Some(Instant::now() + Duration::from_secs(60)));
+    let res = s.res.with_epoch(epoch.clone());
+    s.fake.set_holder(IP, Some(2002));
+    let h = res.monitor().await.expect("monitor");
+    assert!(matches!(h, Health::Restored(_)), "{h:?}");
+    assert_eq!(s.fake.holder(IP), Some(ME));
+
+    s.fake.set_holder(IP, Some(2002));
+    epoch.revoke();
+    let e = res
+        .monitor()
+        .await
+        .expect_err("no repair without the grant");
+    let text = e.to_string();
+    assert!(
+        text.contains("droplet 2002") && text.contains("epoch 7"),
+        "{text}"
+    );
+    assert_eq!(s.fake.holder(IP), Some(2002), "the next holder keeps it");
+
+    // A grant that ran out by time alone counts as revoked.
+    epoch.grant(Some(Instant::now()));
+    assert!(!epoch.is_current());
+    res.monitor().await.expect_err("expired grant");
+    assert_eq!(s.fake.holder(IP), Some(2002));
+    let posts = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 1, "only the repair under a current grant assigned");
+}
+
+mod fence {
+    use super::*;
+    use keepup_resource::digitalocean::PowerOff;
+
+    const VICTIM: u64 = 2002;
+
+    async fn setup(status: &str) -> (FakeDo, PowerOff, TempDir) {
+        let fake = FakeDo::start(Options {
+            token: TOKEN.to_string(),
+            droplets: [(VICTIM, status.to_string()), (ME, "active".to_string())].into(),
+            ..Options::default()
+        })
+        .await
+        .expect("fake api");
+        let dir =
+            std::env::temp_dir().join(format!("keepup-do-fence-{status}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+        let fence = PowerOff::new(
+            &fake.api_url(),
+            &token_file,
+            [("lb-2".to_string(), VICTIM)].into(),
+            Duration::from_secs(5),
+        )
+        .expect("config")
+        .with_retry_policy(fast());
+        (fake, fence, TempDir(dir))
+    }
+
+    // DigitalOcean API v2, "Droplet Actions → Power Off a Droplet"
+    // (POST /v2/droplets/{id}/actions, {"type":"power_off"}), "Actions →
+    // Retrieve an Existing Action", "Droplets → Retrieve an Existing Droplet"
+    // (droplet.status "off").
+    #[tokio::test]
+    async fn do_fence_powers_off_and_confirms() {
+        let (fake, fence, _dir) = setup("active").await;
+        fake.set_polls_before_complete(1);
+        assert_eq!(fence.fence("lb-2").await.expect("fenced"), VICTIM);
+        assert_eq!(fake.droplet_status(VICTIM).as_deref(), Some("off"));
+        assert_eq!(fake.droplet_status(ME).as_deref(), Some("active"));
+        let reqs = fake.requests();
+        assert_eq!(
+            summary(&reqs),
+            [
+                format!("200 GET /v2/droplets/{VICTIM}"),
+                format!("201 POST /v2/droplets/{VICTIM}/actions"),
+                // One poll answered in-progress, the next completed.
+                "200 GET /v2/actions/1000001".to_string(),
+                "200 GET /v2/actions/1000001".to_string(),
+                format!("200 GET /v2/droplets/{VICTIM}"),
+            ]
+        );
+        assert_eq!(reqs[1].json, Some(json!({"type": "power_off"})));
+        for r in &reqs {
+            assert_eq!(
+                r.header("authorization"),
+                Some(format!("Bearer {TOKEN}").as_str())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn do_fence_of_a_droplet_already_off_sends_no_action() {
+        let (fake, fence, _dir) = setup("off").await;
+        fence.fence("lb-2").await.expect("fenced");
+        assert_eq!(
+            summary(&fake.requests()),
+            [format!("200 GET /v2/droplets/{VICTIM}")]
+        );
+    }
+
+    #[tokio::test]
+    async fn do_fence_failures_name_the_cause() {
+        let (fake, fence, _dir) = setup("active").await;
+        let e = fence.fence("lb-9").await.expect_err("unknown node");
+        assert!(e.to_string().contains("\"lb-9\""), "{e}");
+        fake.error_next_action();
+        let e = fence.fence("lb-2").await.expect_err("errored action");
+        assert!(e.to_string().contains("errored"), "{e}");
+        assert_eq!(fake.droplet_status(VICTIM).as_deref(), Some("active"));
+        // Retried through a 503, then fenced.
+        fake.fail_next(1, 503);
+        fence.fence("lb-2").await.expect("fenced after a retry");
+        assert!(!format!("{e}").contains("TOPSECRET"));
+    }
+}

@@ -12,6 +12,11 @@
 //!   {"id", "name"} | null, "region", "locked"}}`.
 //! - `POST /v2/reserved_ips/{ip}/actions` with `{"type": "assign",
 //!   "droplet_id": N}` or `{"type": "unassign"}` → `201 {"action": {...}}`.
+//! - `GET /v2/droplets/{id}` → `{"droplet": {"id", "name", "status"}}` for
+//!   the droplets in [`Options::droplets`].
+//! - `POST /v2/droplets/{id}/actions` with `{"type": "power_off" | "shutdown"
+//!   | "power_on"}` → `201 {"action": {...}}`; the droplet's status changes
+//!   when the action completes.
 //! - `GET /v2/actions/{id}` → `{"action": {...}}`; an action answers
 //!   `in-progress` for [`FakeDo::set_polls_before_complete`] polls, then
 //!   `completed` (or `errored`, see [`FakeDo::error_next_action`]).
@@ -39,6 +44,10 @@ use tokio::task::JoinHandle;
 /// holder)`. An `Err` makes the action `errored` and leaves the holder.
 pub type AssignHook = Arc<dyn Fn(&str, Option<u64>, u64) -> Result<(), String> + Send + Sync>;
 
+/// Called on every accepted droplet power action: `(droplet, new status)`
+/// (`off` or `active`). An `Err` makes the action `errored`.
+pub type PowerHook = Arc<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
+
 /// How the fake starts.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -52,6 +61,10 @@ pub struct Options {
     pub default_droplet: Option<u64>,
     /// Runs on assign before the holder changes.
     pub on_assign: Option<AssignHook>,
+    /// Droplets with their status (`active`, `off`), for the droplet routes.
+    pub droplets: BTreeMap<u64, String>,
+    /// Runs on a power action before the droplet's status changes.
+    pub on_power: Option<PowerHook>,
 }
 
 /// One request as the fake received it.
@@ -89,6 +102,8 @@ struct Action {
     id: u64,
     kind: &'static str,
     ip: String,
+    /// A droplet action: the droplet and the status it gets on completion.
+    droplet: Option<(u64, &'static str)>,
     polls_left: u32,
     outcome: &'static str,
     started: u64,
@@ -264,6 +279,11 @@ impl FakeDo {
             .insert(ip.to_string(), droplet);
     }
 
+    /// The status of droplet `id` (`None`: no such droplet).
+    pub fn droplet_status(&self, id: u64) -> Option<String> {
+        self.lock().opts.droplets.get(&id).cloned()
+    }
+
     /// Who holds `ip` (`None` for unassigned or unknown).
     pub fn holder(&self, ip: &str) -> Option<u64> {
         self.lock().opts.reserved_ips.get(ip).copied().flatten()
@@ -305,8 +325,8 @@ fn action_json(a: &Action, status: &str) -> Value {
         "type": a.kind,
         "started_at": a.started,
         "completed_at": if status == "in-progress" { Value::Null } else { json!(now()) },
-        "resource_id": ip_resource_id(&a.ip),
-        "resource_type": "reserved_ip",
+        "resource_id": a.droplet.map_or(ip_resource_id(&a.ip), |(d, _)| d),
+        "resource_type": if a.droplet.is_some() { "droplet" } else { "reserved_ip" },
         "region_slug": "lab1",
     }})
 }
@@ -477,6 +497,31 @@ async fn route(method: &Method, path: &str, rec: &Recorded, st: &Arc<Mutex<State
             }
         }
         (&Method::POST, ["v2", "reserved_ips", ip, "actions"]) => post_action(ip, rec, st).await,
+        (&Method::GET, ["v2", "droplets", id]) => {
+            let s = lock(st);
+            match id
+                .parse::<u64>()
+                .ok()
+                .and_then(|i| Some((i, s.opts.droplets.get(&i)?)))
+            {
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "The resource you were accessing could not be found.",
+                ),
+                Some((i, status)) => reply(
+                    StatusCode::OK,
+                    json!({"droplet": {
+                        "id": i,
+                        "name": format!("droplet-{i}"),
+                        "status": status,
+                        "locked": false,
+                        "region": {"name": "Lab 1", "slug": "lab1"},
+                    }}),
+                ),
+            }
+        }
+        (&Method::POST, ["v2", "droplets", id, "actions"]) => droplet_action(id, rec, st).await,
         (&Method::GET, ["v2", "actions", id]) => {
             let Ok(id) = id.parse::<u64>() else {
                 return error(
@@ -499,7 +544,12 @@ async fn route(method: &Method, path: &str, rec: &Recorded, st: &Arc<Mutex<State
                     } else {
                         a.outcome
                     };
-                    reply(StatusCode::OK, action_json(a, status))
+                    let body = action_json(a, status);
+                    let done = (status == "completed").then_some(a.droplet).flatten();
+                    if let Some((d, to)) = done {
+                        s.opts.droplets.insert(d, to.to_string());
+                    }
+                    reply(StatusCode::OK, body)
                 }
             }
         }
@@ -509,6 +559,73 @@ async fn route(method: &Method, path: &str, rec: &Recorded, st: &Arc<Mutex<State
             "The resource you were accessing could not be found.",
         ),
     }
+}
+
+async fn droplet_action(id: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer {
+    let known = {
+        let s = lock(st);
+        id.parse::<u64>()
+            .ok()
+            .filter(|i| s.opts.droplets.contains_key(i))
+            .map(|i| (i, s.opts.on_power.clone()))
+    };
+    let Some((id, hook)) = known else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The resource you were accessing could not be found.",
+        );
+    };
+    let kind = rec
+        .json
+        .as_ref()
+        .and_then(|b| b.get("type"))
+        .and_then(Value::as_str);
+    let (kind, to) = match kind {
+        Some("power_off") => ("power_off", "off"),
+        Some("shutdown") => ("shutdown", "off"),
+        Some("power_on") => ("power_on", "active"),
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable_entity",
+                "type is not a supported droplet action.",
+            )
+        }
+    };
+    let hooked = match hook {
+        Some(h) => tokio::task::spawn_blocking(move || h(id, to))
+            .await
+            .unwrap_or_else(|e| Err(format!("hook panicked: {e}"))),
+        None => Ok(()),
+    };
+    if let Err(e) = &hooked {
+        eprintln!("fake-do: {kind} of droplet {id} failed: {e}");
+    }
+    let mut s = lock(st);
+    let errored = std::mem::take(&mut s.error_next) || hooked.is_err();
+    let action_id = s.next_action;
+    s.next_action += 1;
+    let a = Action {
+        id: action_id,
+        kind,
+        ip: String::new(),
+        droplet: Some((id, to)),
+        polls_left: s.polls_before_complete,
+        outcome: if errored { "errored" } else { "completed" },
+        started: now(),
+    };
+    let first = if a.polls_left > 0 {
+        "in-progress"
+    } else {
+        a.outcome
+    };
+    if first == "completed" {
+        s.opts.droplets.insert(id, to.to_string());
+    }
+    let body = action_json(&a, first);
+    s.actions.insert(action_id, a);
+    reply(StatusCode::CREATED, body)
 }
 
 async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer {
@@ -594,6 +711,7 @@ async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer
         id,
         kind,
         ip: ip.to_string(),
+        droplet: None,
         polls_left: s.polls_before_complete,
         outcome,
         started: now(),
@@ -662,6 +780,8 @@ mod tests {
                 lock_vec(&m).push((ip.to_string(), from, to));
                 Ok(())
             })),
+            droplets: BTreeMap::new(),
+            on_power: None,
         })
         .await
         .expect("start");

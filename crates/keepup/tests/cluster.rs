@@ -405,6 +405,104 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// Issue #9: "a configured fence succeeds (... the DigitalOcean droplet
+// power-off action, documented in the provider's API, as Pacemaker does
+// with STONITH)". The holder's monitor fails and then its stop fails: the
+// group stays on it until the other node has powered its droplet off
+// through the (fake) API, whose power_off cuts the droplet's link; only then
+// does the reserved IP move, under a newer epoch.
+#[test]
+fn digitalocean_fence_powers_off_a_holder_whose_stop_failed() {
+    let test = "digitalocean_fence_powers_off_a_holder_whose_stop_failed";
+    if !can_run(test) {
+        return;
+    }
+    let bin = fake_do_binary();
+    if !keepup_testkit::require::available(
+        test,
+        "the fake-do binary (built by a workspace test run)",
+        bin.is_some(),
+    ) {
+        return;
+    }
+    let bin = bin.unwrap();
+    let dir = std::env::temp_dir().join(format!("keepup-fence-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "dop_v1_fence_token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = dir.display();
+    let api = "http://10.77.0.250:8080";
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .witness("w")
+        .group(&format!(
+            "failure_backoff_ms = 1000\n[group.fence]\ntype = \"digitalocean\"\ntoken_file = \"{}\"\napi_url = \"{api}\"\ndroplets = {{ a = 1001, b = 1002 }}\ntimeout_ms = 10000\n",
+            token.display()
+        ))
+        .resource(&format!(
+            "type = \"digitalocean\"\nreserved_ip = \"{VIP}\"\ntoken_file = \"{}\"\napi_url = \"{api}\"\nmetadata_url = \"{api}/metadata/v1\"\ntimeout_ms = 5000\nmonitor_interval_ms = 1000\n\n\
+             [[group.resource]]\ntype = \"exec\"\nname = \"guard\"\nstart = \"true\"\n\
+             stop = \"test ! -e {d}/failstop-$KEEPUP_NODE\"\nstatus = \"test ! -e {d}/failmon-$KEEPUP_NODE\"\nmonitor_interval_ms = 100\n",
+            token.display()
+        ))
+        .build("do-fence");
+    let a_ns = c.lab.host("a").unwrap().ns.clone();
+    let b_ns = c.lab.host("b").unwrap().ns.clone();
+    c.lab.add_host("cloud", 250).unwrap();
+    let mut cmd = c.lab.command("cloud", bin.to_str().unwrap()).unwrap();
+    let fake_log = dir.join("fake-do.log");
+    cmd.args([
+        "--listen",
+        "10.77.0.250:8080",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--reserved-ip",
+        VIP,
+        "--droplet",
+        &format!("10.77.0.1=1001:{a_ns}:eth0"),
+        "--droplet",
+        &format!("10.77.0.2=1002:{b_ns}:eth0"),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&fake_log).unwrap());
+    c.lab.spawn(cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.start_all();
+    c.wait_acquired("a", SECS(10));
+    c.wait_vip_on("a", SECS(10));
+    let epoch_a = c.status("a")["cluster"]["groups"][0]["epoch"]
+        .as_u64()
+        .unwrap();
+
+    std::fs::write(dir.join("failstop-a"), "").unwrap();
+    std::fs::write(dir.join("failmon-a"), "").unwrap();
+    let took = c.wait_vip_on("b", SECS(15));
+    let fake = std::fs::read_to_string(&fake_log).unwrap_or_default();
+    let off = fake.find("droplet 1001 is off");
+    let moved = fake.find("moved to droplet 1002");
+    assert!(
+        matches!((off, moved), (Some(o), Some(m)) if o < m),
+        "a's droplet was powered off before the IP moved to b\nfake-do: {fake}\n{}",
+        c.all_logs()
+    );
+    assert!(
+        !c.lab
+            .run("a", "ip", &["-o", "link", "show", "eth0"])
+            .unwrap_or_default()
+            .contains("state UP"),
+        "a's link is down after the power-off"
+    );
+    c.wait_acquired("b", SECS(10));
+    let st = c.status("b");
+    let g = &st["cluster"]["groups"][0];
+    assert!(g["epoch"].as_u64().unwrap() > epoch_a, "{st}");
+    assert!(c.log("b").contains("fenced a"), "{}", c.log("b"));
+    eprintln!("digitalocean fence: failed stop on a -> fenced -> IP on b after {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // The load balancer inside the agent: traffic through the floating IP,
 // `keepup lb drain` through the API, its status and metrics, and a reload
 // on SIGHUP.

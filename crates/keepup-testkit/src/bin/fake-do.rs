@@ -4,7 +4,8 @@
 //! droplet id mapped to the requester's source address, and on an assign
 //! really moves the reserved IP between the lab's namespaces with
 //! `ip -n NEW addr add IP/PREFIX dev DEV`, then `ip -n OLD addr del ...`.
-//! It sends nothing else anywhere.
+//! A droplet `power_off` (a fence) sets the droplet's link down in its
+//! namespace, as cutting its power would. It sends nothing else anywhere.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -24,6 +25,9 @@ use std::sync::Arc;
 /// `ip -n NS addr add IP/PREFIX dev DEV` for the new droplet's namespace,
 /// then `ip -n OLD_NS addr del IP/PREFIX dev OLD_DEV` for the previous
 /// holder, and only then answers; an unassign only changes the record.
+/// GET /v2/droplets/{id} and POST /v2/droplets/{id}/actions
+/// ({"type":"power_off"} or "power_on") serve the droplets given with
+/// --droplet; a power_off runs `ip -n NS link set DEV down`.
 /// Nothing is sent anywhere else.
 ///
 /// Example, inside a lab namespace:
@@ -187,6 +191,8 @@ async fn main() -> Result<()> {
         reserved_ips: reserved,
         droplets_by_peer: by_peer,
         default_droplet: None,
+        droplets: by_id.keys().map(|id| (*id, "active".to_string())).collect(),
+        on_power: None,
         on_assign: Some(Arc::new(move |ip: &str, from: Option<u64>, to: u64| {
             let new = hook_ids
                 .get(&to)
@@ -202,6 +208,33 @@ async fn main() -> Result<()> {
             );
             Ok(())
         })),
+    };
+    // A power-off cuts the droplet's network, as pulling its power would:
+    // its link goes down in its namespace (power_on brings it back).
+    let power_ids = Arc::clone(&by_id);
+    let opts = Options {
+        on_power: Some(Arc::new(move |id: u64, to: &str| {
+            let d = power_ids
+                .get(&id)
+                .ok_or_else(|| format!("unknown droplet {id}"))?;
+            let state = if to == "off" { "down" } else { "up" };
+            let out = std::process::Command::new("ip")
+                .args(["-n", &d.ns, "link", "set", &d.dev, state])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip -n {} link set {} {state}: {}",
+                    d.ns,
+                    d.dev,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            eprintln!("fake-do: droplet {id} is {to} ({}:{} {state})", d.ns, d.dev);
+            Ok(())
+        })),
+        ..opts
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
