@@ -12,18 +12,25 @@
 #     the wall clock an hour behind, checked over a CLOCK_MONOTONIC history.
 # Prints the schedules run and the violations found (0 expected); a failing
 # simulated schedule prints its seed and faults, and replays exactly.
+# Then the peer: keepup and keepalived (VRRPv3, advert_int 0.1) through the
+# same partitions (a<->b cut with both still reaching the client and, for
+# keepup, the witness; b deaf to a; the holder SIGSTOPped), --peer-runs
+# times each, counting the time the floating IP was on both nodes
+# (crates/keepup-bench/src/partition.rs).
 #
-# Usage (as root): bench/chaos.sh --minutes 10 [--cases 200]
+# Usage (as root): bench/chaos.sh --minutes 10 [--cases 200] [--peer-runs 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 minutes=10
 cases=200
+peer_runs=5
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) minutes="$2"; shift 2 ;;
         --cases) cases="$2"; shift 2 ;;
-        *) echo "usage: bench/chaos.sh --minutes N [--cases C]" >&2; exit 2 ;;
+        --peer-runs) peer_runs="$2"; shift 2 ;;
+        *) echo "usage: bench/chaos.sh --minutes N [--cases C] [--peer-runs R]" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" != 0 ]; then
@@ -31,7 +38,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 . scripts/packages.sh
-ensure_packages "ip iproute2" "nft nftables" "faketime faketime"
+ensure_packages "ip iproute2" "nft nftables" "faketime faketime" "keepalived keepalived"
 
 cargo test --no-run -q -p keepup-cluster --test safety
 cargo test --no-run -q -p keepup --test chaos
@@ -55,4 +62,10 @@ while [ "$SECONDS" -lt "$end" ]; do
     echo "after $((SECONDS / 60)) min: $sim simulated schedules, $lab namespace runs, failures $failed"
 done
 echo "chaos: $minutes min, $sim simulated schedules (no overlap, bounded recovery), $lab namespace chaos runs (7 fault kinds each), violations/failures: $failed"
+if [ "$peer_runs" -gt 0 ]; then
+    cargo build -q --release -p keepup -p keepup-bench
+    target="${CARGO_TARGET_DIR:-target}/release"
+    "$target/failover" --keepup "$target/keepup" --out bench/out --runs 0 --soak-seconds 0 \
+        --partitions "$peer_runs" --only keepup-default,keepalived-v3 | sed -n '/### Partitions/,$p'
+fi
 [ "$failed" -eq 0 ]

@@ -44,6 +44,7 @@
 //! installs them and builds this. Raw results go to `bench/out/`.
 
 mod heartbeat;
+mod partition;
 mod probe;
 mod run;
 mod tools;
@@ -64,6 +65,13 @@ pub struct Cli {
     /// Runs per tool and scenario.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Runs per tool and partition shape (pair-cut, one-way, pause) counting
+    /// the time the IP is on both nodes; 0 skips them.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
+    /// How long each partition shape is held (s).
+    #[arg(long, default_value_t = 3)]
+    pub partition_seconds: u64,
     /// Soak duration in seconds (keepup fast setting, both cores saturated); 0 skips it.
     #[arg(long, default_value_t = 300)]
     pub soak_seconds: u64,

@@ -26,10 +26,10 @@ pub struct Ctx {
 }
 
 /// One tool's daemons in one fresh lab.
-struct Bench<'a> {
+pub(crate) struct Bench<'a> {
     ctx: &'a Ctx,
     tool: Tool,
-    lab: Lab,
+    pub(crate) lab: Lab,
     dir: PathBuf,
     daemons: HashMap<String, Child>,
     probe: Option<Reader>,
@@ -41,14 +41,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 impl<'a> Bench<'a> {
-    fn new(ctx: &'a Ctx, tool: Tool, tag: &str) -> Result<Bench<'a>> {
+    pub(crate) fn new(ctx: &'a Ctx, tool: Tool, tag: &str) -> Result<Bench<'a>> {
         let dir = ctx.out.join(tag);
         std::fs::create_dir_all(&dir)?;
         let mut lab = Lab::new(1)?;
@@ -116,7 +116,7 @@ impl<'a> Bench<'a> {
     }
 
     /// Starts the daemon on `node` (its log is appended to `DIR/NODE.log`).
-    fn start(&mut self, node: &str) -> Result<()> {
+    pub(crate) fn start(&mut self, node: &str) -> Result<()> {
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -182,7 +182,7 @@ impl<'a> Bench<'a> {
 
     /// Every PID of the daemon on `node`: the process we started plus, for
     /// multi-process daemons, every process of that name in the namespace.
-    fn daemon_pids(&self, node: &str) -> Result<Vec<String>> {
+    pub(crate) fn daemon_pids(&self, node: &str) -> Result<Vec<String>> {
         if self.tool.is_keepup() {
             return Ok(self
                 .daemons
@@ -233,7 +233,7 @@ impl<'a> Bench<'a> {
     }
 
     /// Fails `node` as `scenario` says; returns the instant the failure was in effect.
-    fn fail(&mut self, node: &str, scenario: &str) -> Result<Instant> {
+    pub(crate) fn fail(&mut self, node: &str, scenario: &str) -> Result<Instant> {
         match scenario {
             "kill" => {
                 let pids = self.daemon_pids(node)?;
@@ -537,6 +537,26 @@ pub fn main(cli: &Cli, me: &Path, keepup: &Path) -> Result<()> {
         }
     }
 
+    let partitions = if cli.partitions > 0 {
+        let usable: Vec<Tool> = tools
+            .iter()
+            .filter(|t| available(t).is_ok())
+            .cloned()
+            .collect();
+        let runs = crate::partition::all(
+            &ctx,
+            &usable,
+            cli.partitions,
+            Duration::from_secs(cli.partition_seconds),
+        )?;
+        for r in &runs {
+            writeln!(jsonl, "{r}")?;
+        }
+        Some(runs)
+    } else {
+        None
+    };
+
     let soak =
         if cli.soak_seconds > 0 && (cli.only.is_empty() || cli.only.iter().any(|o| o == "soak")) {
             Some(soak(&ctx, cli)?)
@@ -544,14 +564,21 @@ pub fn main(cli: &Cli, me: &Path, keepup: &Path) -> Result<()> {
             None
         };
 
-    let report = summary(cli, &tools, &results, &skipped, soak.as_ref(), &machine);
+    let mut report = summary(cli, &tools, &results, &skipped, soak.as_ref(), &machine);
+    if let Some(p) = &partitions {
+        report.push_str(&format!(
+            "\n### Partitions ({} s each; time the IP was on both nodes)\n\n{}",
+            cli.partition_seconds,
+            crate::partition::table(p)
+        ));
+    }
     println!("{report}");
     std::fs::write(out.join("summary.md"), &report)?;
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&json!({
             "machine": machine, "runs": results.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
-            "soak": soak, "skipped": skipped,
+            "soak": soak, "skipped": skipped, "partitions": partitions,
         }))?,
     )?;
     eprintln!("raw results: {}", out.display());
