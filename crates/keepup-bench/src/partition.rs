@@ -95,7 +95,7 @@ pub fn one(ctx: &Ctx, tool: &Tool, shape: &str, i: usize, hold: Duration) -> Res
     b.start("a")?;
     b.start("b")?;
     let t = Instant::now();
-    while !(holds(&b, "a") && !holds(&b, "b")) {
+    while !holds(&b, "a") || holds(&b, "b") {
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(30),
             "a never held the IP alone"
