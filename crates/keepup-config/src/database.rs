@@ -27,10 +27,18 @@ pub struct DatabaseSection {
     /// so a failover loses no acknowledged write.
     #[serde(default)]
     pub semi_sync: bool,
-    /// How long a semi-sync primary waits for a replica's acknowledgement
-    /// before it silently falls back to asynchronous replication
-    /// (`rpl_semi_sync_master_timeout`). keepup reports the fallback as
-    /// "acknowledged writes at risk".
+    /// Relaxed semi-sync: after `semi_sync_timeout_ms` without a replica's
+    /// acknowledgement the primary falls back to asynchronous replication
+    /// and acknowledges writes no replica has (reported as "acknowledged
+    /// writes at risk"). Off by default (strict): the primary never falls
+    /// back; while no replica acknowledges, commits wait and `keepup db
+    /// status` says why. Only keepup itself opens a primary without
+    /// semi-sync, when a failover leaves no replica at all, and says so.
+    #[serde(default)]
+    pub semi_sync_relaxed: bool,
+    /// Relaxed mode only: how long a semi-sync primary waits for a
+    /// replica's acknowledgement before it falls back to asynchronous
+    /// replication (`rpl_semi_sync_master_timeout`).
     #[serde(default = "default_semi_sync_timeout")]
     pub semi_sync_timeout_ms: u64,
     /// master-master only: let both servers take writes (read_only OFF on
@@ -145,6 +153,7 @@ impl DatabaseSection {
             preferred_primary: None,
             semi_sync: false,
             semi_sync_timeout_ms: default_semi_sync_timeout(),
+            semi_sync_relaxed: false,
             writes_on_both: false,
             admin_credentials_file,
             replication_user: default_repl_user(),
@@ -169,6 +178,22 @@ impl DatabaseSection {
         self.server.iter().find(|s| s.name == name)
     }
 }
+
+impl DatabaseSection {
+    /// The `rpl_semi_sync_master_timeout` keepup sets: the configured one
+    /// in relaxed mode; in strict mode the largest the server takes
+    /// (2^32-1 ms, 49.7 days), so it never falls back by itself.
+    pub fn semi_sync_server_timeout_ms(&self) -> u64 {
+        if self.semi_sync_relaxed {
+            self.semi_sync_timeout_ms
+        } else {
+            STRICT_SEMI_SYNC_TIMEOUT_MS
+        }
+    }
+}
+
+/// `rpl_semi_sync_master_timeout` in strict mode (never reached in practice).
+pub const STRICT_SEMI_SYNC_TIMEOUT_MS: u64 = 4_294_967_295;
 
 fn default_semi_sync_timeout() -> u64 {
     10_000

@@ -121,6 +121,18 @@ fn server_error(e: &mysql_async::Error) -> (u16, String) {
     }
 }
 
+/// Whether a connect error is "connection refused": the host is there and
+/// nothing listens on the port, so the server takes no writes. Timeouts,
+/// resets, 1040 "too many connections" and local errors are not.
+pub fn refused(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::ConnectionRefused
+        }
+        _ => false,
+    }
+}
+
 /// Credentials for `server` (its own file, else the section's).
 pub fn credentials_for(
     section: &DatabaseSection,
@@ -162,17 +174,18 @@ impl Db {
             .pass(Some(creds.password.clone()))
             .prefer_socket(false)
             .stmt_cache_size(0);
-        let unreachable = |reason: String| DbError::Unreachable {
+        let unreachable = |reason: String, down: bool| DbError::Unreachable {
             server: name.to_string(),
             address: address.to_string(),
             reason,
+            down,
         };
         let conn = match tokio::time::timeout(timeout, Conn::new(opts)).await {
             Err(_) => {
-                return Err(unreachable(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )))
+                return Err(unreachable(
+                    format!("no answer within {} ms", timeout.as_millis()),
+                    false,
+                ))
             }
             Ok(Err(mysql_async::Error::Server(s)))
                 if matches!(s.code, 1044 | 1045 | 1130 | 1227) =>
@@ -184,7 +197,10 @@ impl Db {
                     code: s.code,
                 })
             }
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Err(e)) => {
+                let down = refused(&e);
+                return Err(unreachable(e.to_string(), down));
+            }
             Ok(Ok(c)) => c,
         };
         Ok(Db {

@@ -28,6 +28,11 @@ pub enum DbError {
         address: String,
         /// The connection error.
         reason: String,
+        /// Positively down: the host answered that nothing listens there
+        /// (connection refused). Anything else (a timeout, 1040 too many
+        /// connections, a local error such as EMFILE) says nothing about
+        /// whether the server still takes writes.
+        down: bool,
     },
 
     /// The server refused the admin credentials.
@@ -96,6 +101,12 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether the error proves the server is down (takes no writes):
+    /// only a refused connection does. See [`DbError::Unreachable`].
+    pub fn positively_down(&self) -> bool {
+        matches!(self, DbError::Unreachable { down: true, .. })
+    }
+
     /// The MariaDB error code when the error came from the server.
     pub fn code(&self) -> Option<u16> {
         match self {

@@ -4,7 +4,7 @@
 use crate::conn::{col, quote, Db};
 use crate::observe::KEEPUP_SCHEMA;
 use crate::plan::{errant_gtids, plan_promotion, Candidate, GtidPos};
-use crate::setup::{gtid_wait, point_at, replication_password, wait_semi_sync_clients};
+use crate::setup::{ensure_semi_sync_clients, gtid_wait, point_at, replication_password};
 use crate::{check_section, DbError, Problem};
 use keepup_config::{DatabaseSection, DbTopology};
 use serde::Serialize;
@@ -377,6 +377,20 @@ async fn promote(
     let timeout = section.catchup_timeout_ms;
     let password = replication_password(&section.replication_password_file)?.0;
 
+    // A winner that is a semi-sync primary itself (master-master) would
+    // wait, for every relayed commit, for an acknowledgement from the dead
+    // peer (strict mode waits for ever). It takes no client writes yet
+    // (read-only), so its primary side stays off until its replicas are
+    // repointed; it is turned on again below.
+    if section.semi_sync {
+        probes[widx]
+            .db
+            .exec(
+                "pausing semi-sync while the relay log applies",
+                "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            )
+            .await?;
+    }
     // The winner applies its relay log.
     let wrecv = probes[widx].received.to_string();
     apply_relay_log(&mut probes[widx].db, &wrecv, timeout).await?;
@@ -486,7 +500,7 @@ async fn promote(
     }
     let mut wp = winner_probe.ok_or_else(|| DbError::Config("winner vanished".into()))?;
     if section.semi_sync && !repointed.is_empty() {
-        wait_semi_sync_clients(&mut wp.db, 1000).await;
+        ensure_semi_sync_clients(section, &mut wp.db, &repointed).await;
     }
     wp.db
         .exec("opening the new primary", "SET GLOBAL read_only = OFF")

@@ -87,7 +87,7 @@ pub use observe::{
     Role, SemiSync, ServerStatus, KEEPUP_SCHEMA,
 };
 pub use setup::{setup, setup_with, SetupOptions, SetupReport};
-pub use switchover::{switchover, SwitchoverReport};
+pub use switchover::{make_read_only, switchover, SwitchoverReport};
 
 use keepup_config::{DatabaseSection, DbTopology};
 use serde::Serialize;

@@ -80,6 +80,9 @@ pub struct ServerStatus {
     pub up: bool,
     /// Why it did not answer.
     pub error: Option<String>,
+    /// Positively down: the connection was refused (nothing listens), so it
+    /// takes no writes. Not answering in time is not "down", only unknown.
+    pub refused: bool,
     /// Its role.
     pub role: Role,
     /// `@@server_id`.
@@ -157,6 +160,7 @@ fn down(server: &DbServer, error: String) -> ServerStatus {
         address: server.address.clone(),
         up: false,
         error: Some(error),
+        refused: false,
         role: Role::Down,
         server_id: 0,
         version: String::new(),
@@ -183,7 +187,11 @@ pub(crate) async fn probe(
     let fut = async {
         let mut db = match Db::connect(section, server).await {
             Ok(db) => db,
-            Err(e) => return (down(server, e.to_string()), None),
+            Err(e) => {
+                let mut st = down(server, e.to_string());
+                st.refused = e.positively_down();
+                return (st, None);
+            }
         };
         match probe_conn(section, server, &mut db).await {
             Ok(s) => (s, Some(db)),
@@ -232,6 +240,7 @@ pub(crate) async fn probe_conn(
         address: server.address.clone(),
         up: true,
         error: None,
+        refused: false,
         role: Role::Detached,
         server_id: t(0).and_then(|s| s.parse().ok()).unwrap_or(0),
         version: t(1).unwrap_or_default(),
@@ -644,7 +653,18 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                     Some(&s.name),
                     "semi_sync_fallback",
                     "acknowledged writes at risk: the primary fell back to asynchronous replication (Rpl_semi_sync_master_status OFF)".into(),
-                    "a replica did not acknowledge within semi_sync_timeout_ms: check the replicas' IO threads; it switches back by itself once a replica catches up",
+                    if section.semi_sync_relaxed {
+                        "a replica did not acknowledge within semi_sync_timeout_ms (relaxed mode): check the replicas' IO threads; it switches back by itself once a replica catches up"
+                    } else {
+                        "strict mode never falls back by itself: the timeout was changed outside keepup; run `keepup db setup`"
+                    },
+                ));
+            } else if s.semi_sync.master_clients == 0 && !section.semi_sync_relaxed {
+                problems.push(Problem::new(
+                    Some(&s.name),
+                    "writes_blocked",
+                    "commits wait: no semi-sync replica is connected to acknowledge them (strict mode, nothing acknowledged is at risk)".into(),
+                    "bring a replica back (its IO thread must run and reach the primary); to trade safety for availability set semi_sync_relaxed = true",
                 ));
             }
         }

@@ -1056,18 +1056,25 @@ pub async fn setup_with(
             ));
         }
         // Timeout and wait point on every server, so a promoted replica has them.
-        if section.semi_sync && x.semi_timeout != section.semi_sync_timeout_ms {
+        let timeout = section.semi_sync_server_timeout_ms();
+        if section.semi_sync && x.semi_timeout != timeout {
             db.exec(
                 "setting the semi-sync timeout",
-                &format!(
-                    "SET GLOBAL rpl_semi_sync_master_timeout = {}",
-                    section.semi_sync_timeout_ms
-                ),
+                &format!("SET GLOBAL rpl_semi_sync_master_timeout = {timeout}"),
             )
             .await?;
             changes.push(format!(
-                "{}: rpl_semi_sync_master_timeout = {}",
-                db.server, section.semi_sync_timeout_ms
+                "{}: rpl_semi_sync_master_timeout = {timeout}{}",
+                db.server,
+                if section.semi_sync_relaxed {
+                    " (relaxed: falls back to async after it)"
+                } else {
+                    " (strict: never falls back)"
+                }
+            ));
+            persist.push(format!(
+                "{}: rpl_semi_sync_master_timeout = {timeout}",
+                db.server
             ));
         }
         if section.semi_sync && !x.wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
@@ -1155,6 +1162,44 @@ pub async fn setup_with(
         persist,
         verified,
     })
+}
+
+/// After a role change: waits for a semi-sync replica to register with the
+/// new primary and, when none has within a second, restarts the replicas'
+/// IO threads (a replica that connected before the primary side was
+/// enabled, or whose connection hung, is no semi-sync client until it
+/// reconnects; seen in the lab: `Rpl_semi_sync_master_clients` stayed 0
+/// with a caught-up replica) and waits again. False: still none, which
+/// `observe` reports.
+pub(crate) async fn ensure_semi_sync_clients(
+    section: &DatabaseSection,
+    primary: &mut Db,
+    replicas: &[String],
+) -> bool {
+    if wait_semi_sync_clients(primary, 1000).await {
+        return true;
+    }
+    for name in replicas {
+        let Some(s) = section.server(name) else {
+            continue;
+        };
+        if let Ok(mut db) = Db::connect(section, s).await {
+            let _ = db
+                .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
+                .await;
+            let _ = db
+                .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                .await;
+            db.close().await;
+        }
+    }
+    let ok = wait_semi_sync_clients(primary, 2000).await;
+    if ok {
+        tracing::info!(server = %primary.server, "semi-sync replica registered after restarting the replicas' IO threads");
+    } else {
+        tracing::warn!(server = %primary.server, "no semi-sync replica registered with the new primary, even after restarting the replicas' IO threads");
+    }
+    ok
 }
 
 /// Waits (bounded) until a semi-sync primary has a replica connected, so the

@@ -4,7 +4,7 @@
 use crate::conn::{quote, Db};
 use crate::observe::{identify_primary, ServerStatus};
 use crate::plan::{errant_gtids, GtidPos};
-use crate::setup::{gtid_wait, point_at, replication_password, wait_semi_sync_clients};
+use crate::setup::{ensure_semi_sync_clients, gtid_wait, point_at, replication_password};
 use crate::{check_section, DbError, Problem};
 use keepup_config::{DatabaseSection, DbTopology};
 use serde::Serialize;
@@ -87,6 +87,23 @@ pub(crate) async fn kill_clients(section: &DatabaseSection, db: &mut Db) -> u32 
         }
     }
     n
+}
+
+/// Takes writes away from `server`: `read_only = ON`, then kills client
+/// connections (an open transaction could otherwise still commit), the
+/// fence a db-primary stop and a fencing new holder apply. Returns the
+/// number of connections killed. Any error means the server may still take
+/// writes, except [`DbError::positively_down`] (refused: nothing listens).
+pub async fn make_read_only(section: &DatabaseSection, server: &str) -> Result<u32, DbError> {
+    let s = section
+        .server(server)
+        .ok_or_else(|| DbError::Config(format!("no server {server}")))?;
+    let mut db = Db::connect(section, s).await?;
+    db.exec("setting read_only", "SET GLOBAL read_only = 1")
+        .await?;
+    let killed = kill_clients(section, &mut db).await;
+    db.close().await;
+    Ok(killed)
 }
 
 /// Moves the primary role to `to`:
@@ -333,7 +350,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
         }
         if section.semi_sync && !repointed.is_empty() {
             if let Some(db) = conns[tidx].as_mut() {
-                wait_semi_sync_clients(db, 1000).await;
+                ensure_semi_sync_clients(section, db, &repointed).await;
             }
         }
     }

@@ -646,3 +646,106 @@ async fn master_master_switchover_and_failover_body() {
         "returning master must be read-only"
     );
 }
+
+/// Issue #10, "acknowledged writes lost without a word" and "semi-sync
+/// silently left in async": with both replicas receiving nothing, a
+/// strict-mode primary (the default) acknowledges no commit, so a failover
+/// then cannot lose an acknowledged one, and `observe` says why writes wait;
+/// relaxed mode acknowledges after its timeout and reports "acknowledged
+/// writes at risk".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_semi_sync_acknowledges_nothing_no_replica_has() {
+    guard(240, strict_semi_sync_body()).await
+}
+
+async fn strict_semi_sync_body() {
+    use mysql_async::prelude::Queryable;
+    if !can_run("strict_semi_sync_acknowledges_nothing_no_replica_has") {
+        return;
+    }
+    let mut c = cluster("strict", 3, |i| LocalServerOptions::new(i as u32 + 1));
+    c.section.semi_sync = true;
+    let primary = c.servers[0].address();
+    app_schema(&primary).await;
+    setup(&c.section).await.expect("setup");
+    let mut p = admin(&primary).await;
+    let timeout: Option<u64> = p
+        .query_first("SELECT @@GLOBAL.rpl_semi_sync_master_timeout")
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout,
+        Some(keepup_config::STRICT_SEMI_SYNC_TIMEOUT_MS),
+        "strict mode never falls back"
+    );
+    let cut = |on: bool| {
+        let addrs: Vec<String> = c.servers[1..].iter().map(|s| s.address()).collect();
+        async move {
+            for a in addrs {
+                let mut r = admin(&a).await;
+                r.query_drop(if on {
+                    "STOP SLAVE IO_THREAD"
+                } else {
+                    "START SLAVE IO_THREAD"
+                })
+                .await
+                .unwrap();
+                let _ = r.disconnect().await;
+            }
+        }
+    };
+    cut(true).await;
+    let mut app = conn(&primary, "app", "app-pw").await;
+    let ack = tokio::time::timeout(
+        Duration::from_secs(2),
+        app.query_drop("INSERT INTO app.t (v, src) VALUES (1, 'strict')"),
+    )
+    .await;
+    assert!(
+        ack.is_err(),
+        "strict: acknowledged without a replica: {ack:?}"
+    );
+    drop(app);
+    let st = observe(&c.section).await;
+    assert!(
+        st.problems
+            .iter()
+            .any(|x| x.kind == "writes_blocked" && x.server.as_deref() == Some("db-1")),
+        "{:?}",
+        st.problems
+    );
+    // The replicas return: the waiting commit completes, and nothing is
+    // reported any more.
+    cut(false).await;
+    let t = std::time::Instant::now();
+    loop {
+        let st = observe(&c.section).await;
+        if !st.problems.iter().any(|x| x.kind == "writes_blocked") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", st.problems);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Relaxed: the fallback after the timeout, reported.
+    c.section.semi_sync_relaxed = true;
+    c.section.semi_sync_timeout_ms = 300;
+    setup(&c.section).await.expect("setup relaxed");
+    cut(true).await;
+    let mut app = conn(&primary, "app", "app-pw").await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        app.query_drop("INSERT INTO app.t (v, src) VALUES (2, 'relaxed')"),
+    )
+    .await
+    .expect("relaxed acknowledges after its timeout")
+    .unwrap();
+    let st = observe(&c.section).await;
+    assert!(
+        st.problems.iter().any(|x| x.kind == "semi_sync_fallback"),
+        "{:?}",
+        st.problems
+    );
+    cut(false).await;
+    let _ = p.disconnect().await;
+}

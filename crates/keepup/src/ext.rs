@@ -200,6 +200,7 @@ impl keepup_agent::ResourceFactory for DbExtension {
                 monitor: std::time::Duration::from_millis(d.monitor_interval_ms),
                 timeout: std::time::Duration::from_millis(d.timeout_ms),
                 read_only_checks: std::sync::atomic::AtomicU32::new(0),
+                unknown_checks: std::sync::atomic::AtomicU32::new(0),
                 epoch: ctx.epoch.clone(),
             }) as Box<dyn keepup_resource::Resource>),
             None => Err(keepup_resource::ResourceError::Config {
@@ -220,7 +221,13 @@ impl keepup_agent::ResourceFactory for DbExtension {
 ///   dead → `promote_after_failure` (most advanced replica, catch-up, relay
 ///   logs applied), which must pick this server, else the start fails and the
 ///   group moves on to the node of the server that was picked.
-/// - stop: `read_only = ON` (a server that is down takes no writes anyway).
+/// - stop: `read_only = ON` and client connections killed; a refused
+///   connection (nothing listens) counts as stopped, any other error (a
+///   timeout, 1040 too many connections) fails the stop: the server may
+///   still take writes, so the group stays here (stop failed) until a retry,
+///   a fence or `keepup cleanup`.
+/// - writes are opened only while this node's grant under the epoch is
+///   current.
 /// - monitor: the server answers and is writable; after a switchover done
 ///   outside the agent (this server read-only, another one the writable
 ///   primary) the monitor fails and the group (with its writer IP) follows
@@ -233,6 +240,8 @@ struct DbPrimary {
     timeout: std::time::Duration,
     /// Consecutive monitor checks that found this server read-only.
     read_only_checks: std::sync::atomic::AtomicU32,
+    /// Consecutive monitor checks that could not reach it (not refused).
+    unknown_checks: std::sync::atomic::AtomicU32,
     /// The fencing epoch of the acquisition this start belongs to.
     epoch: keepup_resource::Epoch,
 }
@@ -255,13 +264,26 @@ impl DbPrimary {
             .ok_or_else(|| keepup_db::DbError::Config(format!("no server {}", self.server)))?;
         keepup_db::conn::Db::connect(&self.section, s).await
     }
-    async fn set_read_only(&self, on: bool) -> Result<(), keepup_db::DbError> {
-        let mut db = self.local().await?;
-        db.exec(
-            "set read_only",
-            &format!("SET GLOBAL read_only = {}", if on { 1 } else { 0 }),
-        )
-        .await?;
+    /// Opens this server for writes, only while this node's lease of the
+    /// group is current (a long start must not open it after the lease ran out).
+    async fn open_writes(&self) -> Result<(), keepup_resource::ResourceError> {
+        if !self.epoch.is_current() {
+            return Err(self.err(
+                "start",
+                format!(
+                    "not opening {} for writes: this node's lease (epoch {}) ran out during the start",
+                    self.server,
+                    self.epoch.get()
+                ),
+            ));
+        }
+        let mut db = self
+            .local()
+            .await
+            .map_err(|e| self.err("start", e.to_string()))?;
+        db.exec("set read_only", "SET GLOBAL read_only = 0")
+            .await
+            .map_err(|e| self.err("start", e.to_string()))?;
         db.close().await;
         Ok(())
     }
@@ -292,9 +314,7 @@ impl DbPrimary {
         match st.primary.clone() {
             Some(p) if p == self.server => {
                 if me.read_only {
-                    self.set_read_only(false)
-                        .await
-                        .map_err(|e| self.err("start", e.to_string()))?;
+                    self.open_writes().await?;
                 }
                 Ok(())
             }
@@ -335,7 +355,7 @@ impl DbPrimary {
                 };
                 match source {
                     Some(p) if p == self.server => {
-                        self.set_read_only(false).await.map_err(|e| self.err("start", e.to_string()))?;
+                        self.open_writes().await?;
                         tracing::info!("db: {} (the demoted primary) is writable again", self.server);
                         Ok(())
                     }
@@ -388,11 +408,25 @@ impl keepup_resource::Resource for DbPrimary {
     }
     fn stop(&self) -> keepup_resource::BoxFuture<'_, Result<(), keepup_resource::ResourceError>> {
         Box::pin(async move {
-            match self.set_read_only(true).await {
-                Ok(()) => Ok(()),
-                // Down or unreachable: it accepts no writes either way.
-                Err(keepup_db::DbError::Unreachable { .. }) => Ok(()),
-                Err(e) => Err(self.err("stop", e.to_string())),
+            match keepup_db::make_read_only(&self.section, &self.server).await {
+                Ok(killed) => {
+                    tracing::info!(
+                        server = %self.server,
+                        "db: {} is read-only, {killed} client connections killed",
+                        self.server
+                    );
+                    Ok(())
+                }
+                // Refused: nothing listens, so it takes no writes.
+                Err(e) if e.positively_down() => Ok(()),
+                // A timeout, 1040 or a local error says nothing about
+                // whether it still takes writes: not stopped. The group
+                // stays here (stop failed) until a retry, a fence or
+                // `keepup cleanup`, and nobody else opens a primary.
+                Err(e) => Err(self.err(
+                    "stop",
+                    format!("{e}; it may still take writes, so this is not a stop"),
+                )),
             }
         })
     }
@@ -403,12 +437,29 @@ impl keepup_resource::Resource for DbPrimary {
         Result<keepup_resource::Health, keepup_resource::ResourceError>,
     > {
         Box::pin(async move {
+            use std::sync::atomic::Ordering::Relaxed;
             let mut db = match self.local().await {
-                Ok(db) => db,
-                Err(e) => {
+                Ok(db) => {
+                    self.unknown_checks.store(0, Relaxed);
+                    db
+                }
+                Err(e) if e.positively_down() => {
                     return Ok(keepup_resource::Health::Failed(format!(
                         "this node's server is down: {e}"
                     )))
+                }
+                // Busy (1040), slow or an agent-side error: unknown, not
+                // down. Moving the role away would need a stop that cannot
+                // be confirmed either; fail only when it lasts.
+                Err(e) => {
+                    let n = self.unknown_checks.fetch_add(1, Relaxed) + 1;
+                    if n >= 3 {
+                        return Ok(keepup_resource::Health::Failed(format!(
+                            "this node's server has not answered for {n} checks: {e}"
+                        )));
+                    }
+                    tracing::warn!(server = %self.server, "db-primary monitor: {e} (check {n} of 3)");
+                    return Ok(keepup_resource::Health::Running);
                 }
             };
             let ro = db
@@ -416,7 +467,6 @@ impl keepup_resource::Resource for DbPrimary {
                 .await
                 .map_err(|e| self.err("monitor", e.to_string()))?;
             db.close().await;
-            use std::sync::atomic::Ordering::Relaxed;
             if !(ro == "1" || ro.eq_ignore_ascii_case("on")) {
                 self.read_only_checks.store(0, Relaxed);
                 return Ok(keepup_resource::Health::Running);

@@ -1,0 +1,128 @@
+//! Issue #10, "cannot connect taken for stopped": only a refused connection
+//! proves a server takes no writes. `make_read_only` (the db-primary stop
+//! and a fencing new holder) against a real mariadbd: it makes the server
+//! read-only and kills client connections; a full server (error 1040) and a
+//! server that accepts and never answers are errors that are *not* "down",
+//! while the server stays writable; a closed port is "down".
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use keepup_db::local_server::LocalServerOptions;
+use keepup_db::make_read_only;
+use mysql_async::prelude::Queryable;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_refused_connection_counts_as_down() {
+    guard(120, body()).await
+}
+
+async fn read_only(addr: &str) -> bool {
+    let mut c = admin(addr).await;
+    let v: Option<i64> = c.query_first("SELECT @@GLOBAL.read_only").await.unwrap();
+    let _ = c.disconnect().await;
+    v == Some(1)
+}
+
+async fn body() {
+    if !can_run("only_a_refused_connection_counts_as_down") {
+        return;
+    }
+    let c = cluster("fence", 1, |_| LocalServerOptions::new(1));
+    let addr = c.servers[0].address();
+    app_schema(&addr).await;
+
+    // Answers: read-only, and the application's open connection is gone.
+    let mut app = conn(&addr, "app", "app-pw").await;
+    app.query_drop("INSERT INTO app.t (v, src) VALUES (1, 'x')")
+        .await
+        .unwrap();
+    let killed = make_read_only(&c.section, "db-1").await.expect("fenced");
+    assert!(killed >= 1, "the app connection was killed ({killed})");
+    assert!(read_only(&addr).await);
+    assert!(
+        app.query_drop("INSERT INTO app.t (v, src) VALUES (2, 'x')")
+            .await
+            .is_err(),
+        "the killed connection cannot write"
+    );
+
+    // Full for keepup's account (error 1226, max_user_connections reached;
+    // SUPER accounts are exempt from max_connections): unknown, not down,
+    // and the server still writable.
+    let mut keep = admin(&addr).await;
+    keep.query_drop(
+        "SET GLOBAL read_only = 0; \
+         ALTER USER 'keepup_admin'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 2",
+    )
+    .await
+    .unwrap();
+    let _ = keep.disconnect().await;
+    let held = vec![admin(&addr).await, admin(&addr).await];
+    let e = make_read_only(&c.section, "db-1").await.expect_err("full");
+    let text = e.to_string();
+    assert!(
+        text.contains("1226") || text.contains("max_user_connections"),
+        "{text}"
+    );
+    assert!(
+        !e.positively_down(),
+        "a full server is not a stopped one: {text}"
+    );
+    for h in held {
+        let _ = h.disconnect().await;
+    }
+    let mut keep = admin(&addr).await;
+    let ro: Option<i64> = keep.query_first("SELECT @@GLOBAL.read_only").await.unwrap();
+    assert_eq!(
+        ro,
+        Some(0),
+        "still writable: calling this a stop would be a lie"
+    );
+    keep.query_drop("ALTER USER 'keepup_admin'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 0")
+        .await
+        .unwrap();
+    let _ = keep.disconnect().await;
+
+    // "Too many connections" as MariaDB sends it when max_connections is
+    // reached: an error packet (1040, SQLSTATE 08004) instead of the greeting.
+    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let full_addr = full.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let msg = b"Too many connections";
+        let mut body = vec![0xff, 0x10, 0x04, b'#'];
+        body.extend_from_slice(b"08004");
+        body.extend_from_slice(msg);
+        let mut pkt = vec![body.len() as u8, 0, 0, 0];
+        pkt.extend_from_slice(&body);
+        while let Ok((mut s, _)) = full.accept() {
+            let _ = s.write_all(&pkt);
+        }
+    });
+    let mut crowded = c.section.clone();
+    crowded.server[0].address = full_addr;
+    let e = make_read_only(&crowded, "db-1").await.expect_err("1040");
+    assert!(e.to_string().contains("1040"), "{e}");
+    assert!(!e.positively_down(), "{e}");
+
+    // Accepts and never answers (hung, or a black hole): unknown.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut hung = c.section.clone();
+    hung.server[0].address = listener.local_addr().unwrap().to_string();
+    hung.connect_timeout_ms = 300;
+    let e = make_read_only(&hung, "db-1").await.expect_err("no answer");
+    assert!(!e.positively_down(), "{e}");
+    drop(listener);
+
+    // Nothing listens: refused, positively down.
+    let mut gone = c.section.clone();
+    gone.server[0].address = format!(
+        "127.0.0.1:{}",
+        keepup_db::local_server::free_port().unwrap()
+    );
+    let e = make_read_only(&gone, "db-1").await.expect_err("refused");
+    assert!(e.positively_down(), "{e}");
+}
