@@ -39,6 +39,11 @@ pub trait Extension: Send + Sync {
         &self,
         req: &keepup_api::types::ControlRequest,
     ) -> Option<keepup_api::BoxFuture<'_, keepup_api::types::ControlResponse>>;
+    /// Answers an unauthenticated GET this extension owns (health checks
+    /// for outside load balancers): `(HTTP status, JSON body)`, None: not mine.
+    fn http(&self, _path: &str, _query: Option<&str>) -> Option<(u16, String)> {
+        None
+    }
 }
 
 /// Builds resource kinds that live outside `keepup-resource` (the database

@@ -291,6 +291,22 @@ fn answer_of(answer: Option<Result<String, String>>) -> ControlResponse {
 }
 
 impl keepup_api::Backend for ApiBackend {
+    fn extra(
+        &self,
+        method: &keepup_api::Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(keepup_api::StatusCode, &'static str, keepup_api::Bytes)> {
+        if method != keepup_api::Method::GET {
+            return None;
+        }
+        self.extensions.iter().find_map(|e| {
+            let (code, body) = e.http(path, query)?;
+            let status = keepup_api::StatusCode::from_u16(code)
+                .unwrap_or(keepup_api::StatusCode::INTERNAL_SERVER_ERROR);
+            Some((status, "application/json", keepup_api::Bytes::from(body)))
+        })
+    }
     fn status_json(&self) -> serde_json::Value {
         serde_json::to_value(self.shared.report(&self.extensions)).unwrap_or_default()
     }

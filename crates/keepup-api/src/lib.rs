@@ -19,6 +19,8 @@ mod server;
 pub mod types;
 
 pub use server::{serve, Backend, BoxFuture};
+/// The HTTP types [`Backend::extra`] takes and returns.
+pub use {bytes::Bytes, hyper::Method, hyper::StatusCode};
 
 /// The OpenAPI 3 description of every route (served at `/openapi.json`;
 /// a test checks it against the server).

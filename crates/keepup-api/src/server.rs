@@ -27,8 +27,14 @@ pub trait Backend: Send + Sync + 'static {
     fn control(&self, req: ControlRequest) -> BoxFuture<'_, ControlResponse>;
     /// The bearer token control requests need (None: loopback only, no token).
     fn token(&self) -> Option<String>;
-    /// Extra routes (e.g. the dashboard): `Some(response)` when handled.
-    fn extra(&self, _method: &Method, _path: &str) -> Option<(StatusCode, &'static str, Bytes)> {
+    /// Extra routes, served without a token (the database health checks
+    /// an outside load balancer polls): `Some(response)` when handled.
+    fn extra(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _query: Option<&str>,
+    ) -> Option<(StatusCode, &'static str, Bytes)> {
         None
     }
 }
@@ -178,7 +184,7 @@ async fn handle(
             };
             json(status, &resp)
         }
-        _ => match backend.extra(&method, &path) {
+        _ => match backend.extra(&method, &path, req.uri().query()) {
             Some((status, ct, body)) => reply(status, ct, body),
             None => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
         },

@@ -66,6 +66,40 @@ impl Backend for Fake {
     fn token(&self) -> Option<String> {
         self.token.clone()
     }
+    // Stands in for the database extension's health checks: answers what
+    // it was asked, query included, so the routing is what is tested.
+    fn extra(
+        &self,
+        method: &keepup_api::Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(keepup_api::StatusCode, &'static str, keepup_api::Bytes)> {
+        if method != keepup_api::Method::GET || !path.starts_with("/db/") {
+            return None;
+        }
+        let body = serde_json::json!({"ok": true, "path": path, "query": query, "reason": "fake"});
+        Some((
+            keepup_api::StatusCode::OK,
+            "application/json",
+            keepup_api::Bytes::from(body.to_string()),
+        ))
+    }
+}
+
+// The health routes reach the backend without a token, with their query.
+#[tokio::test]
+async fn health_routes_pass_path_and_query_to_the_backend_without_a_token() {
+    let (base, _) = start(Some(TOKEN)).await;
+    let v: serde_json::Value = reqwest::get(format!("{base}/db/replica?max_lag_ms=250"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["path"], "/db/replica");
+    assert_eq!(v["query"], "max_lag_ms=250");
+    let r = reqwest::get(format!("{base}/nothing/here")).await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 const TOKEN: &str = "s3cret-token-0123";

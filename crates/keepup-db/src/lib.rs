@@ -70,6 +70,7 @@ mod checksum;
 pub mod conn;
 mod error;
 mod failover;
+pub mod health;
 pub mod local_server;
 mod observe;
 pub mod plan;

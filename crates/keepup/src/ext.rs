@@ -110,6 +110,9 @@ pub struct DbExtension {
     section: keepup_config::DatabaseSection,
     me: String,
     last: std::sync::Mutex<Option<keepup_db::DbStatus>>,
+    /// The grants of the db-primary groups built here: `/db/primary`
+    /// answers 200 only while one is current.
+    grants: std::sync::Mutex<Vec<keepup_resource::Epoch>>,
 }
 
 impl DbExtension {
@@ -119,6 +122,7 @@ impl DbExtension {
             section,
             me: me.to_string(),
             last: std::sync::Mutex::new(None),
+            grants: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -137,6 +141,15 @@ impl DbExtension {
     fn last(&self) -> Option<keepup_db::DbStatus> {
         self.last.lock().ok().and_then(|g| g.clone())
     }
+
+    /// This node's server (the one whose `node` is this node).
+    fn my_server(&self) -> Option<String> {
+        self.section
+            .server
+            .iter()
+            .find(|s| s.node() == self.me)
+            .map(|s| s.name.clone())
+    }
 }
 
 impl Extension for DbExtension {
@@ -153,6 +166,40 @@ impl Extension for DbExtension {
         if let Some(s) = self.last() {
             keepup_db::prometheus(&s, out);
         }
+    }
+
+    fn http(&self, path: &str, query: Option<&str>) -> Option<(u16, String)> {
+        use keepup_db::health::{health, HealthCheck};
+        let check = match HealthCheck::parse(path, query) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                return Some((
+                    400,
+                    serde_json::json!({"ok": false, "reason": e}).to_string(),
+                ))
+            }
+        };
+        let Some(server) = self.my_server() else {
+            let reason = format!("no [[database.server]] runs on node {:?}", self.me);
+            return Some((
+                503,
+                serde_json::json!({"ok": false, "reason": reason}).to_string(),
+            ));
+        };
+        let holds = self
+            .grants
+            .lock()
+            .map(|g| g.iter().any(|e| e.is_current()))
+            .unwrap_or(false);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let last = self.last();
+        let (ok, reason) = health(last.as_ref(), &server, check, holds, now);
+        let body = serde_json::json!({"ok": ok, "server": server, "reason": reason});
+        Some((if ok { 200 } else { 503 }, body.to_string()))
     }
 
     fn control(&self, req: &ControlRequest) -> Option<BoxFuture<'_, ControlResponse>> {
@@ -193,6 +240,9 @@ impl keepup_agent::ResourceFactory for DbExtension {
                 .find(|s| s.node() == self.me)
                 .map(|s| s.name.clone()),
         };
+        if let Ok(mut g) = self.grants.lock() {
+            g.push(ctx.epoch.clone());
+        }
         Some(match server {
             Some(server) => Ok(Box::new(DbPrimary {
                 section: self.section.clone(),

@@ -256,3 +256,66 @@ fn switchover_moves_the_writer_vip_with_the_primary() {
     assert!(io.contains("10.77.0.2"), "db-a follows db-b: {io}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET URL` inside `node`'s namespace: (HTTP status, body).
+fn http_get(c: &lab::Cluster, node: &str, url: &str) -> (u16, String) {
+    let out = c
+        .lab
+        .run(
+            node,
+            "curl",
+            &["-s", "--max-time", "3", "-w", "\n%{http_code}", url],
+        )
+        .unwrap_or_default();
+    let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+// Database issue #10: "Health endpoints for outside load balancers and
+// monitors, as Patroni has: GET /db/primary (200 only on the lease-holding
+// writable primary), /db/replica (200 on a healthy replica, ?max_lag_ms=),
+// /db/health".
+#[test]
+fn health_endpoints_answer_for_the_primary_and_the_replica() {
+    // The servers must outlive the checks (dropping a LocalServer kills it).
+    let Some(Site {
+        c,
+        db_a: _db_a,
+        _db_b,
+        dir,
+    }) = site("dbhealth")
+    else {
+        return;
+    };
+    let api = "http://127.0.0.1:7947";
+    // The watcher observes every second: the first answers may come before it.
+    let t0 = Instant::now();
+    while http_get(&c, "a", &format!("{api}/db/primary")).0 != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{:?}\n{}",
+            http_get(&c, "a", &format!("{api}/db/primary")),
+            c.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expect = [
+        ("a", "/db/primary", 200),
+        ("a", "/db/replica", 503),
+        ("a", "/db/health", 200),
+        ("b", "/db/primary", 503),
+        ("b", "/db/replica", 200),
+        ("b", "/db/replica?max_lag_ms=5000", 200),
+        ("b", "/db/health", 200),
+        ("b", "/db/replica?max_lag_ms=soon", 400),
+    ];
+    for (node, path, want) in expect {
+        let (code, body) = http_get(&c, node, &format!("{api}{path}"));
+        assert_eq!(code, want, "{node} {path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["reason"].is_string(), "{node} {path}: {body}");
+    }
+    let (_, body) = http_get(&c, "b", &format!("{api}/db/primary"));
+    assert!(body.contains("not the writable primary"), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
