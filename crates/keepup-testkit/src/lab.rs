@@ -279,6 +279,38 @@ impl Lab {
         Ok(())
     }
 
+    /// Like [`Lab::block`] both ways, for UDP port `port` only (keepup's
+    /// heartbeat port: the database and everything else stay reachable).
+    pub fn block_udp_port(&self, on: &str, peer: &str, port: u16) -> Result<()> {
+        let h = self.host(on)?;
+        let p = self.host(peer)?;
+        let nft = |args: &[&str]| -> Result<String> {
+            let mut all = vec!["netns", "exec", h.ns.as_str(), "nft"];
+            all.extend_from_slice(args);
+            sh("ip", &all)
+        };
+        nft(&["add", "table", "inet", "kublock"])?;
+        for hook in ["input", "output"] {
+            nft(&[
+                "add", "chain", "inet", "kublock", hook, "{", "type", "filter", "hook", hook,
+                "priority", "0", ";", "policy", "accept", ";", "}",
+            ])?;
+        }
+        let port = port.to_string();
+        for l in 0..self.links {
+            let a = p.addr(l).to_string();
+            nft(&[
+                "add", "rule", "inet", "kublock", "input", "ip", "saddr", &a, "udp", "dport",
+                &port, "drop",
+            ])?;
+            nft(&[
+                "add", "rule", "inet", "kublock", "output", "ip", "daddr", &a, "udp", "dport",
+                &port, "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Removes every [`Lab::block`] on host `on`.
     pub fn unblock(&self, on: &str) -> Result<()> {
         let h = self.host(on)?;

@@ -319,3 +319,54 @@ fn health_endpoints_answer_for_the_primary_and_the_replica() {
     assert!(body.contains("not the writable primary"), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Database issue #10, "ping-pong": with only the heartbeat port cut between
+// the two database nodes (MariaDB still reachable both ways), the side that
+// cannot hear its peer switched the primary over and the other switched it
+// back, 6 times in 24 s. Now the primary role moves only with the cluster's
+// lease: both nodes still reach the witness, so the holder keeps renewing,
+// nothing moves, and writes go on.
+#[test]
+fn heartbeat_only_cut_between_database_nodes_moves_nothing() {
+    let Some(Site {
+        c,
+        db_a: _db_a,
+        _db_b,
+        dir,
+    }) = site("dbhbcut")
+    else {
+        return;
+    };
+    let epoch = c.status("a")["cluster"]["groups"][0]["epoch"].clone();
+    c.lab.block_udp_port("a", "b", 7946).unwrap();
+    c.lab.block_udp_port("b", "a", 7946).unwrap();
+    let t0 = Instant::now();
+    let mut writes = 0;
+    while t0.elapsed() < Duration::from_secs(4) {
+        if sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (2000)").is_ok() {
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.lab.unblock("a").unwrap();
+    c.lab.unblock("b").unwrap();
+    let st = c.status("a");
+    let g = &st["cluster"]["groups"][0];
+    assert_eq!(g["owner"], "a", "{st}");
+    assert_eq!(g["epoch"], epoch, "no new acquisition: {st}");
+    assert!(writes >= 30, "writes went on during the cut ({writes})");
+    assert_eq!(
+        sql(&c, "10.77.0.1", "SELECT @@read_only").unwrap().trim(),
+        "0"
+    );
+    assert_eq!(
+        sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap().trim(),
+        "1"
+    );
+    let logs = c.all_logs();
+    assert!(
+        !logs.contains("switched over") && !logs.contains("promoted after"),
+        "{logs}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
