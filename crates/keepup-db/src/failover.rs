@@ -136,6 +136,61 @@ async fn freeze_and_read(
     ))
 }
 
+/// What [`catch_up_before_opening`] waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaughtUp {
+    /// Everything `peer` has (its `gtid_binlog_pos`) is applied here.
+    WithPeer(String),
+    /// The peer is down (refused) or not configured: its own relay log is applied.
+    RelayLogOnly,
+}
+
+/// Before `server` is opened for writes outside a failover (a demoted
+/// primary reopened, a master-master takeover after a clean stop or a
+/// standby): it first applies everything it has received (`received`, its
+/// `Gtid_IO_Pos`) and, when `peer` (the server it replicates from) answers,
+/// everything the peer has, within `catchup_timeout_ms`. An error means it
+/// is not caught up, with what is missing: the caller must not open it. A
+/// peer that does not answer in time (not refused) is an error too: it may
+/// hold writes this server never received.
+pub async fn catch_up_before_opening(
+    section: &DatabaseSection,
+    server: &str,
+    peer: Option<&str>,
+    received: &str,
+) -> Result<CaughtUp, DbError> {
+    let timeout = section.catchup_timeout_ms;
+    let me = section
+        .server(server)
+        .ok_or_else(|| DbError::Config(format!("no server {server}")))?;
+    let mut db = Db::connect(section, me).await?;
+    if !received.is_empty() {
+        apply_relay_log(&mut db, received, timeout).await?;
+    }
+    let Some(peer) = peer.and_then(|p| section.server(p)) else {
+        db.close().await;
+        return Ok(CaughtUp::RelayLogOnly);
+    };
+    let pos = match Db::connect(section, peer).await {
+        Ok(mut p) => {
+            let pos = p.global("gtid_binlog_pos").await;
+            p.close().await;
+            pos?
+        }
+        Err(e) if e.positively_down() => {
+            db.close().await;
+            return Ok(CaughtUp::RelayLogOnly);
+        }
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
+    let r = gtid_wait(&mut db, &pos, timeout).await;
+    db.close().await;
+    r.map(|()| CaughtUp::WithPeer(pos))
+}
+
 /// Waits until a replica whose IO thread is stopped has applied its relay
 /// log: up to `received`, or until its SQL thread has read everything (the
 /// last transaction may have arrived only in part when the primary died; it

@@ -80,8 +80,8 @@ mod switchover;
 pub use checksum::{checksum, ChecksumReport};
 pub use error::DbError;
 pub use failover::{
-    promote_after_failure, promote_after_failure_seen_down, with_dead_probe_timeout,
-    PromotionReport, DEAD_PROBE_TIMEOUT_MS,
+    catch_up_before_opening, promote_after_failure, promote_after_failure_seen_down,
+    with_dead_probe_timeout, CaughtUp, PromotionReport, DEAD_PROBE_TIMEOUT_MS,
 };
 pub use observe::{
     identify_primary, observe, prometheus, render, write_heartbeat, DbStatus, ReplicationThreads,

@@ -126,3 +126,75 @@ async fn body() {
     let e = make_read_only(&gone, "db-1").await.expect_err("refused");
     assert!(e.positively_down(), "{e}");
 }
+
+/// Issue #10, "takeover without catch-up (master-master)": the second
+/// master, opened after a clean stop of the first, must first apply what it
+/// received and everything the first has. Its SQL thread runs 2 s behind
+/// (MASTER_DELAY); `catch_up_before_opening` returns only once every row of
+/// the first master is applied, and refuses when the first master does not
+/// answer in time (it may hold writes never received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_master_catches_up_before_it_opens() {
+    guard(180, catch_up_body()).await
+}
+
+async fn catch_up_body() {
+    if !can_run("a_second_master_catches_up_before_it_opens") {
+        return;
+    }
+    let mut c = cluster("catchup", 2, |i| {
+        let mut o = LocalServerOptions::new(i as u32 + 1);
+        o.gtid_domain_id = i as u32 + 1;
+        o
+    });
+    c.section.topology = keepup_config::DbTopology::MasterMaster;
+    let (a1, a2) = (c.servers[0].address(), c.servers[1].address());
+    app_schema(&a1).await;
+    keepup_db::setup(&c.section).await.expect("setup");
+    let mut r = admin(&a2).await;
+    r.query_drop("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE")
+        .await
+        .unwrap();
+    let mut p = admin(&a1).await;
+    for v in 0..50 {
+        p.query_drop(format!("INSERT INTO app.t (v, src) VALUES ({v}, 'db-1')"))
+            .await
+            .unwrap();
+    }
+    // The clean stop of db-1's owner: read-only, clients killed.
+    make_read_only(&c.section, "db-1").await.expect("demote");
+    assert!(
+        values(&a2).await.len() < 50,
+        "the delay keeps db-2 behind (else this test proves nothing)"
+    );
+    let st = keepup_db::observe(&c.section).await;
+    let received = st
+        .server("db-2")
+        .and_then(|s| s.replication.as_ref())
+        .map(|r| r.gtid_io_pos.clone())
+        .unwrap_or_default();
+    let how = keepup_db::catch_up_before_opening(&c.section, "db-2", Some("db-1"), &received)
+        .await
+        .expect("caught up");
+    assert!(matches!(how, keepup_db::CaughtUp::WithPeer(_)), "{how:?}");
+    assert_eq!(
+        values(&a2).await.len(),
+        50,
+        "every row of db-1 is applied on db-2"
+    );
+
+    // A peer that does not answer in time: refuse.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut hung = c.section.clone();
+    hung.server[0].address = listener.local_addr().unwrap().to_string();
+    hung.connect_timeout_ms = 300;
+    let e = keepup_db::catch_up_before_opening(&hung, "db-2", Some("db-1"), "")
+        .await
+        .expect_err("unknown peer");
+    assert!(!e.positively_down(), "{e}");
+    r.query_drop("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE")
+        .await
+        .unwrap();
+    let _ = r.disconnect().await;
+    let _ = p.disconnect().await;
+}

@@ -364,7 +364,7 @@ impl DbPrimary {
         match st.primary.clone() {
             Some(p) if p == self.server => {
                 if me.read_only {
-                    self.open_writes().await?;
+                    self.reopen(me).await?;
                 }
                 Ok(())
             }
@@ -405,7 +405,7 @@ impl DbPrimary {
                 };
                 match source {
                     Some(p) if p == self.server => {
-                        self.open_writes().await?;
+                        self.reopen(me).await?;
                         tracing::info!("db: {} (the demoted primary) is writable again", self.server);
                         Ok(())
                     }
@@ -424,6 +424,42 @@ impl DbPrimary {
                 }
             }
         }
+    }
+    /// Opens this server again (a demoted primary, a master-master
+    /// takeover) only after it applied what it received and, when the
+    /// server it replicates from answers, everything that one has.
+    async fn reopen(
+        &self,
+        me: &keepup_db::ServerStatus,
+    ) -> Result<(), keepup_resource::ResourceError> {
+        let peer = me
+            .replication
+            .as_ref()
+            .and_then(|r| r.source_server.clone())
+            .filter(|p| *p != self.server);
+        let received = me
+            .replication
+            .as_ref()
+            .map(|r| r.gtid_io_pos.clone())
+            .unwrap_or_default();
+        let how = keepup_db::catch_up_before_opening(
+            &self.section,
+            &self.server,
+            peer.as_deref(),
+            &received,
+        )
+        .await
+        .map_err(|e| {
+            self.err(
+                "start",
+                format!(
+                    "not opening {} for writes before it has caught up: {e}",
+                    self.server
+                ),
+            )
+        })?;
+        tracing::info!(server = %self.server, "db: caught up before opening: {how:?}");
+        self.open_writes().await
     }
     async fn promote(&self, dead: &str) -> Result<(), keepup_resource::ResourceError> {
         // do_start has just seen `dead` not answer within the probe cap.
