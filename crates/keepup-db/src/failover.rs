@@ -577,6 +577,16 @@ async fn promote(
         .await,
         Ok(Ok(()))
     );
+    // The replicas' lag is measured against the new primary's heartbeat:
+    // one now, so it is known from the next observation on (only when the
+    // record went through: a cut-off query leaves the connection unusable).
+    if recorded {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(3000),
+            crate::observe::write_heartbeat(&mut wp.db),
+        )
+        .await;
+    }
     wp.db.close().await;
     let hook = crate::run_hook(section, &winner.name).await;
     tracing::warn!(dead = %dead.name, new = %winner.name, took_ms, "database primary promoted after failure");

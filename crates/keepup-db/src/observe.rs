@@ -417,6 +417,7 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
             }
         }
     }
+    let primary_beat_written = beat.is_some();
     const HEARTBEAT_WAIT_S: f64 = 0.25;
     for (idx, s) in servers.iter_mut().enumerate() {
         let (Some(db), Some(r)) = (conns[idx].as_mut(), s.replication.as_ref()) else {
@@ -444,9 +445,13 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
             "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM {KEEPUP_SCHEMA}.heartbeat WHERE server_id = {}",
             r.source_server_id
         );
+        // No heartbeat row from its source: unknown, never
+        // Seconds_Behind_Master, which reads 0 while the IO thread waits on
+        // a dump thread that sends nothing (seen: ~90 transactions missing,
+        // "io=Yes sql=Yes lag 0.000s").
         s.lag_seconds = match tokio::time::timeout(t, db.scalar("reading heartbeat", &sql)).await {
             Ok(Ok(Some(us))) => us.parse::<f64>().ok().map(|us| (us / 1e6).max(0.0)),
-            _ => r.seconds_behind_master.map(|x| x as f64),
+            _ => None,
         };
     }
 
@@ -557,6 +562,14 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                     "not_gtid",
                     format!("Using_Gtid is {:?}", r.using_gtid),
                     "run `keepup db setup` (CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos)",
+                ));
+            }
+            if !is_primary && s.lag_seconds.is_none() && primary_beat_written {
+                problems.push(Problem::new(
+                    Some(&s.name),
+                    "lag_unknown",
+                    "lag unknown: keepup's heartbeat row from the primary has not arrived (its IO thread may wait on a dump thread that sends nothing)".into(),
+                    "compare its Gtid_IO_Pos with the primary's gtid_binlog_pos; restart its IO thread (STOP SLAVE IO_THREAD; START SLAVE IO_THREAD); do not fail over to it until it has the heartbeat",
                 ));
             }
             if let Some(lag) = s.lag_seconds.filter(|l| *l > 30.0) {

@@ -1105,7 +1105,10 @@ pub async fn setup_with(
         wait_semi_sync_clients(&mut conns[pidx], 3000).await;
     }
 
-    // 7. Verify: a row written on the primary arrives everywhere.
+    // 7. Verify: a row written on the primary arrives everywhere. A
+    // heartbeat goes first, so every replica has one and its lag is known
+    // from the first observation on.
+    crate::observe::write_heartbeat(&mut conns[pidx]).await?;
     let mut verified = Vec::new();
     let token = format!("{:x}", crate::observe::now_ms());
     conns[pidx]

@@ -366,6 +366,15 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
         }
     };
     let write_unavailable_ms = opened_at.as_secs_f64() * 1000.0;
+    // The replicas' lag is measured against the new primary's heartbeat:
+    // one now, so it is known from the next observation on.
+    if let Some(db) = conns[tidx].as_mut() {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(section.connect_timeout_ms),
+            crate::observe::write_heartbeat(db),
+        )
+        .await;
+    }
     for db in conns.into_iter().flatten() {
         db.close().await;
     }

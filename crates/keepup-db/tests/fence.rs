@@ -198,3 +198,65 @@ async fn catch_up_body() {
     let _ = r.disconnect().await;
     let _ = p.disconnect().await;
 }
+
+/// Issue #10, "a replica that receives nothing shown healthy": with no
+/// heartbeat row from its source (here: deleted, and new ones held back by
+/// MASTER_DELAY while both threads run), the lag is unknown and a problem,
+/// never `Seconds_Behind_Master`'s reassuring guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_without_a_heartbeat_is_unknown_and_a_problem() {
+    guard(180, lag_body()).await
+}
+
+async fn lag_body() {
+    if !can_run("lag_without_a_heartbeat_is_unknown_and_a_problem") {
+        return;
+    }
+    let c = cluster("lag", 2, |i| LocalServerOptions::new(i as u32 + 1));
+    let a2 = c.servers[1].address();
+    app_schema(&c.servers[0].address()).await;
+    keepup_db::setup(&c.section).await.expect("setup");
+    let st = keepup_db::observe(&c.section).await;
+    assert!(
+        st.server("db-2").and_then(|s| s.lag_seconds).is_some(),
+        "healthy: lag known"
+    );
+    let mut r = admin(&a2).await;
+    r.query_drop(format!(
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 60; START SLAVE; \
+         SET SESSION sql_log_bin = 0; DELETE FROM {}.heartbeat",
+        keepup_db::KEEPUP_SCHEMA
+    ))
+    .await
+    .unwrap();
+    // The restarted IO thread reconnects ("Preparing", "Connecting") first.
+    let t0 = std::time::Instant::now();
+    let st = loop {
+        let st = keepup_db::observe(&c.section).await;
+        let r2 = st
+            .server("db-2")
+            .and_then(|s| s.replication.clone())
+            .unwrap();
+        if (r2.io_running.as_str(), r2.sql_running.as_str()) == ("Yes", "Yes") {
+            break st;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "threads never both ran: {r2:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let s = st.server("db-2").unwrap();
+    assert_eq!(s.lag_seconds, None, "no heartbeat: unknown");
+    assert!(
+        st.problems
+            .iter()
+            .any(|p| p.kind == "lag_unknown" && p.server.as_deref() == Some("db-2")),
+        "{:?}",
+        st.problems
+    );
+    r.query_drop("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE")
+        .await
+        .unwrap();
+    let _ = r.disconnect().await;
+}
