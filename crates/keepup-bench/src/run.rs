@@ -691,6 +691,7 @@ fn soak_text(v: &Value) -> String {
         "keepup {} for {} s with `{}` saturating both cores: false failovers {} \
          (peers declared dead: a {}, b {}; group acquisitions by b {}), late heartbeats a {} b {}, \
          heartbeat-loop overruns a {} b {}, realtime a {} b {}; client requests ok {}, failed {}, served by b {}; \
+         holder let its lease go {} times; consensus persists a {} b {} w {}, longest write+fsync a {} b {} w {} s; \
          load average samples {}",
         v["setting"].as_str().unwrap_or(""),
         v["seconds"],
@@ -708,6 +709,13 @@ fn soak_text(v: &Value) -> String {
         v["client_ok"],
         v["client_failed"],
         v["client_served_by_b"],
+        v["holder_lease_stops"],
+        v["a"]["persists"],
+        v["b"]["persists"],
+        v["w"]["persists"],
+        v["a"]["persist_max_s"],
+        v["b"]["persist_max_s"],
+        v["w"]["persist_max_s"],
         v["loadavg"],
     )
 }
@@ -733,7 +741,8 @@ fn soak(ctx: &Ctx, cli: &Cli) -> Result<Value> {
         "a never became the stable owner"
     );
     std::thread::sleep(Duration::from_millis(1000));
-    let before: Vec<HashMap<String, f64>> = ["a", "b"].iter().map(|n| b.metrics(n)).collect();
+    let nodes = ["a", "b", tools::WITNESS.0];
+    let before: Vec<HashMap<String, f64>> = nodes.iter().map(|n| b.metrics(n)).collect();
     let (ok0, fail0, by0) = b.probe()?.totals();
     let by_b0 = by0.iter().find(|(n, _)| n == "b").map(|x| x.1).unwrap_or(0);
 
@@ -764,7 +773,7 @@ fn soak(ctx: &Ctx, cli: &Cli) -> Result<Value> {
         eprintln!("soak {:>4} s: load {l}", t0.elapsed().as_secs());
         loads.push(l);
     }
-    let after: Vec<HashMap<String, f64>> = ["a", "b"].iter().map(|n| b.metrics(n)).collect();
+    let after: Vec<HashMap<String, f64>> = nodes.iter().map(|n| b.metrics(n)).collect();
     let (ok1, fail1, by1) = b.probe()?.totals();
     let by_b1 = by1.iter().find(|(n, _)| n == "b").map(|x| x.1).unwrap_or(0);
     let delta = |i: usize, k: &str| -> f64 {
@@ -778,9 +787,16 @@ fn soak(ctx: &Ctx, cli: &Cli) -> Result<Value> {
             "acquisitions": delta(i, "keepup_group_acquisitions_total"),
             "received": delta(i, "keepup_heartbeats_received_total"),
             "realtime": after[i].get("keepup_realtime").copied(),
+            "persists": delta(i, "keepup_consensus_persists_total"),
+            "persist_max_s": after[i].get("keepup_consensus_persist_seconds_max").copied(),
         })
     };
-    let dead_logged = ["a", "b"]
+    // The holder letting go by itself (its renewals did not commit in time).
+    let lease_stops = std::fs::read_to_string(ctx.out.join("soak").join("a.log"))
+        .unwrap_or_default()
+        .matches("about to expire without a committed renewal")
+        .count();
+    let dead_logged = nodes
         .iter()
         .map(|n| {
             std::fs::read_to_string(ctx.out.join("soak").join(format!("{n}.log")))
@@ -794,7 +810,7 @@ fn soak(ctx: &Ctx, cli: &Cli) -> Result<Value> {
     Ok(json!({
         "setting": tool.setting(), "seconds": cli.soak_seconds, "load_generator": generator,
         "false_failovers": false_failovers, "dead_lines_in_logs": dead_logged,
-        "a": node(0), "b": node(1),
+        "a": node(0), "b": node(1), "w": node(2), "holder_lease_stops": lease_stops,
         "client_ok": ok1 - ok0, "client_failed": fail1 - fail0, "client_served_by_b": by_b1 - by_b0,
         "loadavg": loads,
     }))

@@ -189,15 +189,6 @@ impl Consensus {
         {
             return Err(StepError::Misaddressed);
         }
-        if std::env::var("KEEPUP_RAFT_DEBUG").is_ok() {
-            eprintln!(
-                "step {:?} term {} from {} to {}",
-                m.get_msg_type(),
-                m.term,
-                m.from,
-                m.to
-            );
-        }
         let r = self
             .raw
             .step(m)

@@ -246,6 +246,96 @@ pub fn median(sorted: &[f64]) -> f64 {
     sorted[(sorted.len() - 1) / 2]
 }
 
+/// What a `db-primary` start on `me`'s node must do, from one observation
+/// (the agent holds the group's lease when it asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPlan {
+    /// `me` is the writable primary already: nothing to do.
+    AlreadyPrimary,
+    /// `me` is the primary that a stop made read-only (or the one both
+    /// masters follow): catch up, then open it again.
+    Reopen,
+    /// Another server is the live primary: planned switchover to `me`.
+    Switchover {
+        /// The current primary.
+        from: String,
+    },
+    /// The primary `dead` does not answer: promote the most advanced replica.
+    Promote {
+        /// The dead primary.
+        dead: String,
+    },
+    /// Nothing may be done; the start fails with this reason.
+    Refuse(String),
+}
+
+/// Decides a `db-primary` start: table-tested here, performed by the agent.
+pub fn plan_db_start(st: &crate::DbStatus, me: &str) -> StartPlan {
+    let Some(mine) = st.server(me) else {
+        return StartPlan::Refuse(format!("server {me} is missing from the observation"));
+    };
+    if !mine.up {
+        return StartPlan::Refuse(format!(
+            "this node's server is down: {}",
+            mine.error.clone().unwrap_or_default()
+        ));
+    }
+    let up = |n: &str| st.server(n).is_some_and(|s| s.up);
+    match st.primary.as_deref() {
+        Some(p) if p == me => {
+            if mine.read_only {
+                StartPlan::Reopen
+            } else {
+                StartPlan::AlreadyPrimary
+            }
+        }
+        Some(p) if up(p) => StartPlan::Switchover {
+            from: p.to_string(),
+        },
+        Some(p) => StartPlan::Promote {
+            dead: p.to_string(),
+        },
+        None => {
+            // Nobody is writable. The server the replicas follow is the
+            // primary that a stop (or an agent's boot clean-up) made
+            // read-only: if it is ours, open it again; alive elsewhere, its
+            // node should hold the group; dead, promote. In master-master
+            // both servers are sources: ours reopens.
+            let sources: Vec<&str> = st
+                .servers
+                .iter()
+                .filter_map(|s| {
+                    s.replication
+                        .as_ref()
+                        .and_then(|r| r.source_server.as_deref())
+                })
+                .collect();
+            let source = if sources.contains(&me) || st.servers.len() == 1 {
+                Some(me)
+            } else {
+                sources.first().copied()
+            };
+            match source {
+                Some(p) if p == me => StartPlan::Reopen,
+                Some(p) if up(p) => StartPlan::Refuse(format!(
+                    "{p} is the primary (read-only for now); its node should hold this group"
+                )),
+                Some(p) => StartPlan::Promote {
+                    dead: p.to_string(),
+                },
+                None => match st.servers.iter().find(|s| !s.up && s.name != me) {
+                    Some(d) => StartPlan::Promote {
+                        dead: d.name.clone(),
+                    },
+                    None => {
+                        StartPlan::Refuse("no primary is known: run `keepup db setup` first".into())
+                    }
+                },
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +439,135 @@ mod tests {
         assert_eq!((a.0, b.0), (2, 2));
         assert_ne!(a.1, b.1);
         assert_ne!(a.2, b.2);
+    }
+
+    fn srv(name: &str, up: bool, read_only: bool, source: Option<&str>) -> crate::ServerStatus {
+        crate::ServerStatus {
+            name: name.into(),
+            address: String::new(),
+            up,
+            error: (!up).then(|| "refused".to_string()),
+            refused: !up,
+            role: crate::Role::Detached,
+            server_id: 1,
+            version: String::new(),
+            read_only,
+            gtid_domain_id: 0,
+            gtid_binlog_pos: String::new(),
+            gtid_slave_pos: String::new(),
+            gtid_current_pos: String::new(),
+            replication: source.map(|s| crate::ReplicationThreads {
+                source_server: Some(s.to_string()),
+                ..Default::default()
+            }),
+            lag_seconds: None,
+            semi_sync: Default::default(),
+            errant_gtids: Vec::new(),
+        }
+    }
+
+    fn status(primary: Option<&str>, servers: Vec<crate::ServerStatus>) -> crate::DbStatus {
+        crate::DbStatus {
+            topology: "master-slave".into(),
+            primary: primary.map(str::to_string),
+            primary_address: None,
+            writer_group: None,
+            primary_node: None,
+            servers,
+            problems: Vec::new(),
+            actions: Vec::new(),
+            observed_at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn db_start_plans() {
+        use StartPlan::*;
+        let refuse = |s: &str| Refuse(s.to_string());
+        // (case, primary, servers (name, up, read_only, replicates from), expected)
+        type Srv = (&'static str, bool, bool, Option<&'static str>);
+        let table: Vec<(&str, Option<&str>, Vec<Srv>, StartPlan)> = vec![
+            (
+                "already writable",
+                Some("a"),
+                vec![("a", true, false, None), ("b", true, true, Some("a"))],
+                AlreadyPrimary,
+            ),
+            (
+                "primary made read-only by a stop",
+                Some("a"),
+                vec![("a", true, true, None), ("b", true, true, Some("a"))],
+                Reopen,
+            ),
+            (
+                "live primary elsewhere",
+                Some("b"),
+                vec![("a", true, true, Some("b")), ("b", true, false, None)],
+                Switchover { from: "b".into() },
+            ),
+            (
+                "dead primary",
+                Some("b"),
+                vec![("a", true, true, Some("b")), ("b", false, false, None)],
+                Promote { dead: "b".into() },
+            ),
+            (
+                "mine is down",
+                Some("b"),
+                vec![("a", false, false, None), ("b", true, false, None)],
+                refuse("this node's server is down: refused"),
+            ),
+            (
+                "nobody writable, replicas follow me",
+                None,
+                vec![("a", true, true, None), ("b", true, true, Some("a"))],
+                Reopen,
+            ),
+            (
+                "master-master, both sources",
+                None,
+                vec![("a", true, true, Some("b")), ("b", true, true, Some("a"))],
+                Reopen,
+            ),
+            (
+                "nobody writable, source alive elsewhere",
+                None,
+                vec![
+                    ("a", true, true, Some("b")),
+                    ("b", true, true, None),
+                    ("c", true, true, Some("b")),
+                ],
+                refuse("b is the primary (read-only for now); its node should hold this group"),
+            ),
+            (
+                "nobody writable, source dead",
+                None,
+                vec![("a", true, true, Some("b")), ("b", false, false, None)],
+                Promote { dead: "b".into() },
+            ),
+            (
+                "nobody writable, no source, one dead",
+                None,
+                vec![("a", true, true, None), ("b", false, false, None)],
+                Promote { dead: "b".into() },
+            ),
+            ("single server", None, vec![("a", true, true, None)], Reopen),
+            (
+                "nothing known",
+                None,
+                vec![("a", true, true, None), ("b", true, true, None)],
+                refuse("no primary is known: run `keepup db setup` first"),
+            ),
+        ];
+        for (case, primary, servers, want) in table {
+            let st = status(
+                primary,
+                servers
+                    .into_iter()
+                    .map(|(n, u, r, s)| srv(n, u, r, s))
+                    .collect(),
+            );
+            assert_eq!(plan_db_start(&st, "a"), want, "{case}");
+        }
     }
 }

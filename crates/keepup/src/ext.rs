@@ -349,80 +349,33 @@ impl DbPrimary {
         // default). A live one on the LAN answers within milliseconds; the
         // cap is the one promote_after_failure's last look uses.
         let st = keepup_db::observe(&keepup_db::with_dead_probe_timeout(&self.section)).await;
-        let me = st
-            .server(&self.server)
-            .ok_or_else(|| self.err("start", "server missing from status"))?;
-        if !me.up {
-            return Err(self.err(
-                "start",
-                format!(
-                    "this node's server is down: {}",
-                    me.error.clone().unwrap_or_default()
-                ),
-            ));
-        }
-        match st.primary.clone() {
-            Some(p) if p == self.server => {
-                if me.read_only {
-                    self.reopen(me).await?;
-                }
+        use keepup_db::plan::StartPlan;
+        let plan = keepup_db::plan::plan_db_start(&st, &self.server);
+        tracing::info!(server = %self.server, "db-primary start: {plan:?}");
+        match plan {
+            StartPlan::AlreadyPrimary => Ok(()),
+            StartPlan::Reopen => {
+                let me = st
+                    .server(&self.server)
+                    .ok_or_else(|| self.err("start", "server missing from status"))?;
+                self.reopen(me).await?;
+                tracing::info!("db: {} is writable again", self.server);
                 Ok(())
             }
-            Some(p) => {
-                let alive = st.server(&p).is_some_and(|s| s.up);
-                if alive {
-                    let r = keepup_db::switchover(&self.section, &self.server)
-                        .await
-                        .map_err(|e| self.err("start", format!("switchover from {p}: {e}")))?;
-                    tracing::info!(
-                        "db: switched over {} -> {} ({:.0} ms without writes)",
-                        r.old_primary,
-                        r.new_primary,
-                        r.write_unavailable_ms
-                    );
-                    Ok(())
-                } else {
-                    self.promote(&p).await
-                }
+            StartPlan::Switchover { from } => {
+                let r = keepup_db::switchover(&self.section, &self.server)
+                    .await
+                    .map_err(|e| self.err("start", format!("switchover from {from}: {e}")))?;
+                tracing::info!(
+                    "db: switched over {} -> {} ({:.0} ms without writes)",
+                    r.old_primary,
+                    r.new_primary,
+                    r.write_unavailable_ms
+                );
+                Ok(())
             }
-            None => {
-                // Nobody is writable. The server the replicas follow is the
-                // primary that a stop (or this agent's boot clean-up) made
-                // read-only: if it is ours, open it again; if it is alive
-                // elsewhere, its node should hold the group; if it is dead,
-                // promote.
-                let sources: Vec<String> = st
-                    .servers
-                    .iter()
-                    .filter_map(|s| s.replication.as_ref().and_then(|r| r.source_server.clone()))
-                    .collect();
-                // In master-master both servers are sources: this one reopens
-                // itself (the other's last writes still replicate to it).
-                let source = if sources.iter().any(|x| x == &self.server) || st.servers.len() == 1 {
-                    Some(self.server.clone())
-                } else {
-                    sources.into_iter().next()
-                };
-                match source {
-                    Some(p) if p == self.server => {
-                        self.reopen(me).await?;
-                        tracing::info!("db: {} (the demoted primary) is writable again", self.server);
-                        Ok(())
-                    }
-                    Some(p) if st.server(&p).is_some_and(|s| s.up) => Err(self.err(
-                        "start",
-                        format!("{p} is the primary (read-only for now); its node should hold this group"),
-                    )),
-                    Some(p) => self.promote(&p).await,
-                    None => {
-                        let dead = st.servers.iter().find(|s| !s.up && s.name != self.server).map(|s| s.name.clone());
-                        match dead {
-                            Some(d) => self.promote(&d).await,
-                            None => Err(self.err("start", "no primary is known: run `keepup db setup` first")),
-                        }
-                    }
-                }
-            }
+            StartPlan::Promote { dead } => self.promote(&dead).await,
+            StartPlan::Refuse(reason) => Err(self.err("start", reason)),
         }
     }
     /// Opens this server again (a demoted primary, a master-master
