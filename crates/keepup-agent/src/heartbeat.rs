@@ -55,6 +55,10 @@ pub enum Command {
     },
     /// The link a group's resources use carries again.
     LinkRestored(String),
+    /// The persister made consensus write `number` (and all before) durable.
+    Persisted(u64),
+    /// The persister could not write the consensus log: stop, loudly.
+    PersistFailed(String),
     /// Release everything, tell the peers, exit.
     Shutdown,
 }
@@ -107,10 +111,100 @@ impl HeartbeatHandle {
     }
 }
 
+#[derive(Clone)]
 struct Peer {
     name: String,
     /// Address per link.
     addrs: Vec<SocketAddr>,
+}
+
+/// Sends raft messages, signed, on every link to a peer. The heartbeat
+/// thread has one for what may leave at once, the persister one for what
+/// waits for the disk; they share the sequence counter (the receivers'
+/// replay window takes the little reordering between the two).
+struct RaftSender {
+    socket: std::net::UdpSocket,
+    key: Key,
+    generation: u64,
+    seq: Arc<std::sync::atomic::AtomicU64>,
+    peers: Vec<Peer>,
+    cluster: String,
+    me: String,
+    out: Vec<u8>,
+}
+
+impl RaftSender {
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    fn send(&mut self, to: &str, payload: Vec<u8>) {
+        let Some(peer) = self.peers.iter().position(|p| p.name == to) else {
+            return;
+        };
+        let mut packet = RaftPacket {
+            generation: self.generation,
+            seq: 0,
+            link: 0,
+            cluster: self.cluster.clone(),
+            from: self.me.clone(),
+            to: to.to_string(),
+            payload,
+        };
+        for link in 0..self.peers[peer].addrs.len() {
+            packet.seq = self.next_seq();
+            packet.link = link as u8;
+            if !encode_raft(&packet, &self.key, &mut self.out) {
+                tracing::warn!("raft message to {to} too large for one datagram; dropped");
+                return;
+            }
+            let addr = self.peers[peer].addrs[link];
+            if let Err(e) = self.socket.send_to(&self.out, addr) {
+                tracing::debug!("raft message to {to} via {addr} failed: {e}");
+            }
+        }
+    }
+}
+
+/// The persister thread: writes consensus images in order, off the
+/// heartbeat thread (an fsync took up to 120 ms with both cores saturated,
+/// which stalled heartbeats), then sends what waited for them and reports
+/// back. Several queued writes collapse into the newest image: each image
+/// holds the whole state.
+fn persister(
+    jobs: mpsc::Receiver<keepup_cluster::Persist>,
+    state: StateDir,
+    mut sender: RaftSender,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = jobs.try_recv() {
+            batch.push(more);
+        }
+        if let Some(image) = batch.iter().rev().find_map(|p| p.image.as_ref()) {
+            let t0 = Instant::now();
+            if let Err(e) = state.write("raft.state", image) {
+                let _ = tx.send(Command::PersistFailed(e.to_string()));
+                let _ = waker.wake();
+                return;
+            }
+            shared.record_persist(t0.elapsed());
+        }
+        let mut number = None;
+        for p in batch {
+            for (to, payload) in p.then_send {
+                sender.send(&to, payload);
+            }
+            number = p.number.or(number);
+        }
+        if let Some(n) = number {
+            let _ = tx.send(Command::Persisted(n));
+            let _ = waker.wake();
+        }
+    }
 }
 
 struct Loop {
@@ -121,7 +215,12 @@ struct Loop {
     by_source: HashMap<IpAddr, (usize, u8)>,
     guard: ReplayGuard,
     generation: u64,
-    seq: u64,
+    seq: Arc<std::sync::atomic::AtomicU64>,
+    /// Raft messages that may leave at once.
+    raft_out: RaftSender,
+    /// Consensus writes for the persister thread (None once it is gone).
+    to_persister: Option<mpsc::Sender<keepup_cluster::Persist>>,
+    persister: Option<JoinHandle<()>>,
     epoch: Instant,
     shared: Arc<Shared>,
     to_runtime: tokio::sync::mpsc::UnboundedSender<ResourceRequest>,
@@ -130,7 +229,6 @@ struct Loop {
     buf: Vec<u8>,
     out: Vec<u8>,
     finished: bool,
-    state: StateDir,
     /// Per group, in the core's order: the cell its resources read the grant from.
     grants: Vec<keepup_resource::Epoch>,
 }
@@ -243,6 +341,12 @@ pub fn start(
     let std_sock = std::net::UdpSocket::bind(bind)
         .with_context(|| format!("cannot bind the heartbeat socket on UDP port {port}"))?;
     std_sock.set_nonblocking(true)?;
+    let raft_socket = std_sock
+        .try_clone()
+        .context("cannot clone the heartbeat socket")?;
+    let persister_socket = std_sock
+        .try_clone()
+        .context("cannot clone the heartbeat socket")?;
     let mut socket = UdpSocket::from_std(std_sock);
     let poll = Poll::new()?;
     poll.registry()
@@ -291,6 +395,36 @@ pub fn start(
     })?;
     let realtime = cfg.cluster.realtime;
     let grants = core.grants().map(|(g, _)| shared.epoch(g)).collect();
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = |socket| RaftSender {
+        socket,
+        key: key.clone(),
+        generation,
+        seq: seq.clone(),
+        peers: peers.clone(),
+        cluster: cfg.cluster.name.get_ref().clone(),
+        me: me.to_string(),
+        out: Vec::with_capacity(MAX_RAFT_PACKET),
+    };
+    let raft_out = sender(raft_socket);
+    let persister_out = sender(persister_socket);
+    let (to_persister, jobs) = mpsc::channel();
+    let persister = {
+        let (shared, tx, waker) = (shared.clone(), tx.clone(), waker.clone());
+        std::thread::Builder::new()
+            .name("keepup-persist".into())
+            .spawn(move || {
+                if realtime {
+                    // Below the heartbeat thread, above everything else: the
+                    // messages it sends after a write are votes and acks.
+                    if let Err(e) = crate::rt::make_current_thread_realtime(40) {
+                        tracing::debug!("persister runs without real-time priority: {e}");
+                    }
+                }
+                persister(jobs, state, persister_out, shared, tx, waker)
+            })
+            .context("cannot start the persister thread")?
+    };
     let epoch = Instant::now();
     let shared2 = shared.clone();
     let thread = std::thread::Builder::new()
@@ -312,7 +446,10 @@ pub fn start(
                 by_source,
                 guard: ReplayGuard::default(),
                 generation,
-                seq: 0,
+                seq,
+                raft_out,
+                to_persister: Some(to_persister),
+                persister: Some(persister),
                 epoch,
                 shared: shared2,
                 to_runtime,
@@ -320,7 +457,6 @@ pub fn start(
                 buf: vec![0u8; MAX_RAFT_PACKET + 1],
                 out: Vec::with_capacity(MAX_RAFT_PACKET),
                 finished: false,
-                state,
                 grants,
             };
             l.run(poll, rx)
@@ -372,6 +508,13 @@ impl Loop {
                         let _ = reply.send(self.core.cleanup_group(now, &group));
                     }
                     Command::LinkRestored(group) => self.core.link_restored(now, &group),
+                    Command::Persisted(n) => self.core.persisted(now, n),
+                    Command::PersistFailed(e) => {
+                        // Without a durable log this node must not vote or
+                        // acknowledge: stop here, loudly, rather than risk it.
+                        tracing::error!("cannot persist the consensus log: {e}; the agent stops");
+                        self.finished = true;
+                    }
                     Command::Move {
                         group,
                         target,
@@ -391,6 +534,7 @@ impl Loop {
                 last_publish = now;
             }
             if self.finished {
+                self.stop_persister();
                 return Ok(());
             }
         }
@@ -474,17 +618,17 @@ impl Loop {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::Send(advert) => self.send(&advert),
-                Action::SendRaft { to, payload } => self.send_raft(&to, payload),
-                Action::Persist(image) => {
-                    let t0 = Instant::now();
-                    if let Err(e) = self.state.write("raft.state", &image) {
-                        // Without a durable log this node must not vote or
-                        // acknowledge: stop here, loudly, rather than risk it.
-                        tracing::error!("cannot persist the consensus log: {e}; the agent stops");
+                Action::SendRaft { to, payload } => self.raft_out.send(&to, payload),
+                Action::Persist(p) => {
+                    let gone = self
+                        .to_persister
+                        .as_ref()
+                        .is_none_or(|tx| tx.send(p).is_err());
+                    if gone {
+                        tracing::error!("the persister thread is gone; the agent stops");
                         self.finished = true;
                         return true;
                     }
-                    self.shared.record_persist(t0.elapsed());
                 }
                 Action::Start { group, epoch } => {
                     changed = true;
@@ -529,6 +673,15 @@ impl Loop {
         changed
     }
 
+    /// Lets the persister finish what is queued (the last writes before a
+    /// clean exit), then waits for it.
+    fn stop_persister(&mut self) {
+        self.to_persister = None;
+        if let Some(h) = self.persister.take() {
+            let _ = h.join();
+        }
+    }
+
     /// Hands the core's grants to the resources (see [`keepup_resource::Epoch`]).
     fn publish_grants(&self) {
         for ((_, grant), cell) in self.core.grants().zip(&self.grants) {
@@ -540,41 +693,12 @@ impl Loop {
         }
     }
 
-    fn send_raft(&mut self, to: &str, payload: Vec<u8>) {
-        let Some(peer) = self.peers.iter().position(|p| p.name == to) else {
-            return;
-        };
-        let mut packet = RaftPacket {
-            generation: self.generation,
-            seq: 0,
-            link: 0,
-            cluster: self.core.spec().cluster.clone(),
-            from: self.core.spec().me.clone(),
-            to: to.to_string(),
-            payload,
-        };
-        for link in 0..self.peers[peer].addrs.len() {
-            self.seq += 1;
-            packet.seq = self.seq;
-            packet.link = link as u8;
-            if !encode_raft(&packet, &self.key, &mut self.out) {
-                tracing::warn!("raft message to {to} too large for one datagram; dropped");
-                return;
-            }
-            let addr = self.peers[peer].addrs[link];
-            if let Err(e) = self.socket.send_to(&self.out, addr) {
-                tracing::debug!("raft message to {to} via {addr} failed: {e}");
-            }
-        }
-    }
-
     fn send(&mut self, advert: &keepup_wire::Advert) {
         let links = self.peers.first().map(|p| p.addrs.len()).unwrap_or(0);
         for link in 0..links {
-            self.seq += 1;
             let packet = Packet {
                 generation: self.generation,
-                seq: self.seq,
+                seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                 link: link as u8,
                 advert: advert.clone(),
             };

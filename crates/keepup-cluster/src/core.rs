@@ -4,6 +4,7 @@ use crate::phase::{AfterStop, Phase};
 use crate::view::{ClusterView, ConsensusView, GroupView, NodeView};
 use crate::Event;
 use keepup_config::{FileConfig, QuorumPolicy};
+pub use keepup_consensus::Persist;
 use keepup_consensus::{Applied, Command, Consensus, Lease, Voter};
 use keepup_wire::{Advert, DropReason, Flags, GroupState, Packet, RaftPacket};
 use serde::Serialize;
@@ -226,8 +227,11 @@ pub enum Action {
         /// The encoded message.
         payload: Vec<u8>,
     },
-    /// Write this consensus image durably (fsync) before performing any later action.
-    Persist(Vec<u8>),
+    /// Write `image` durably (fsync), possibly on another thread; then
+    /// send `then_send` (each on every link, like [`Action::SendRaft`]);
+    /// then report [`Core::persisted`] with `number`. Persists are done in
+    /// the order given; later actions need not wait for them.
+    Persist(Persist),
     /// Start the group's resources in order at fencing `epoch`, then report with [`Core::on_resource`].
     Start {
         /// The group.
@@ -1234,13 +1238,16 @@ impl Core {
         let out = c.poll();
         let leader = c.leader().map(str::to_string);
         let term = c.term();
-        if let Some(image) = out.persist {
-            self.counters.raft_persists += 1;
-            self.actions.push_back(Action::Persist(image));
-        }
         for (to, payload) in out.messages {
             self.counters.raft_sent += 1;
             self.actions.push_back(Action::SendRaft { to, payload });
+        }
+        if let Some(p) = out.persist {
+            if p.image.is_some() {
+                self.counters.raft_persists += 1;
+            }
+            self.counters.raft_sent += p.then_send.len() as u64;
+            self.actions.push_back(Action::Persist(p));
         }
         if leader != self.leader_seen {
             self.leader_seen = leader.clone();
@@ -1897,6 +1904,16 @@ impl Core {
             };
             (g.spec.name.as_str(), grant)
         })
+    }
+
+    /// The agent made [`Action::Persist`] number `number` (and all before
+    /// it) durable and sent what waited for it.
+    pub fn persisted(&mut self, now: Time, number: u64) {
+        self.expire_leases(now);
+        if let Some(c) = self.consensus.as_mut() {
+            c.persisted(number);
+        }
+        self.step(now);
     }
 
     /// The consensus leader this node knows, if any.

@@ -91,6 +91,15 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// A consensus write in progress (the agent's persister thread): lost if
+/// the node crashes first, finished after a pause.
+struct PendingPersist {
+    at: Time,
+    node: usize,
+    generation: u64,
+    persist: crate::Persist,
+}
+
 struct PendingOp {
     at: Time,
     node: usize,
@@ -124,6 +133,7 @@ pub struct Sim {
     seed: u64,
     in_flight: Vec<InFlight>,
     ops: Vec<PendingOp>,
+    persists: Vec<PendingPersist>,
     /// (from, to, link) triples whose packets are dropped.
     cut: HashSet<(usize, usize, usize)>,
     /// Probability that any one packet is lost.
@@ -134,6 +144,8 @@ pub struct Sim {
     pub jitter: Duration,
     /// How long a group start or stop takes.
     pub resource_time: Duration,
+    /// How long a consensus write (write + fsync) takes.
+    pub persist_time: Duration,
     /// (node, group) pairs whose start fails.
     pub failing_starts: HashSet<(String, String)>,
     /// (node, group) → how many more stops fail there.
@@ -227,11 +239,13 @@ impl Sim {
             seed,
             in_flight: Vec::new(),
             ops: Vec::new(),
+            persists: Vec::new(),
             cut: HashSet::new(),
             loss: 0.0,
             latency: Duration::from_micros(200),
             jitter: Duration::ZERO,
             resource_time: Duration::from_millis(5),
+            persist_time: Duration::from_millis(1),
             failing_starts: HashSet::new(),
             failing_stops: HashMap::new(),
             log: Vec::new(),
@@ -572,6 +586,30 @@ impl Sim {
         }
     }
 
+    /// Sends a raft message from node `i` to `to` on every link.
+    fn send_raft(&mut self, i: usize, to: &str, payload: &[u8]) {
+        let Some(j) = self.nodes.iter().position(|n| n.name == to) else {
+            return;
+        };
+        let name = self.nodes[i].name.clone();
+        for link in 0..self.spec.links {
+            self.nodes[i].seq += 1;
+            let p = RaftPacket {
+                generation: self.nodes[i].generation,
+                seq: self.nodes[i].seq,
+                link: link as u8,
+                cluster: self.spec.cluster.clone(),
+                from: name.clone(),
+                to: to.to_string(),
+                payload: payload.to_vec(),
+            };
+            let mut bytes = Vec::new();
+            if encode_raft(&p, &self.key, &mut bytes) {
+                self.transmit(i, link, j, &bytes);
+            }
+        }
+    }
+
     fn drain(&mut self, i: usize) {
         while let Some(action) = self.nodes[i].core.as_mut().and_then(|c| c.poll_action()) {
             let name = self.nodes[i].name.clone();
@@ -592,28 +630,13 @@ impl Sim {
                         }
                     }
                 }
-                Action::SendRaft { to, payload } => {
-                    let Some(j) = self.nodes.iter().position(|n| n.name == to) else {
-                        continue;
-                    };
-                    for link in 0..self.spec.links {
-                        self.nodes[i].seq += 1;
-                        let p = RaftPacket {
-                            generation: self.nodes[i].generation,
-                            seq: self.nodes[i].seq,
-                            link: link as u8,
-                            cluster: self.spec.cluster.clone(),
-                            from: name.clone(),
-                            to: to.clone(),
-                            payload: payload.clone(),
-                        };
-                        let mut bytes = Vec::new();
-                        if encode_raft(&p, &self.key, &mut bytes) {
-                            self.transmit(i, link, j, &bytes);
-                        }
-                    }
-                }
-                Action::Persist(image) => self.nodes[i].disk = Some(image),
+                Action::SendRaft { to, payload } => self.send_raft(i, &to, &payload),
+                Action::Persist(persist) => self.persists.push(PendingPersist {
+                    at: self.now + self.persist_time,
+                    node: i,
+                    generation: self.nodes[i].generation,
+                    persist,
+                }),
                 Action::Start { group, epoch } => {
                     self.intervals.push(Interval {
                         group: group.clone(),
@@ -707,6 +730,11 @@ impl Sim {
             for f in &self.in_flight {
                 next = next.min(f.at);
             }
+            for p in &self.persists {
+                if self.nodes[p.node].paused_until.is_none() {
+                    next = next.min(p.at);
+                }
+            }
             for o in &self.ops {
                 // A paused node sees its outcomes when it resumes (below).
                 if self.nodes[o.node].paused_until.is_none() {
@@ -760,6 +788,38 @@ impl Sim {
                     continue;
                 }
                 self.deliver(to, link, &bytes);
+            }
+            // Finish due consensus writes, in order (a paused node's wait;
+            // a crashed node's are lost with it).
+            let paused: Vec<bool> = self
+                .nodes
+                .iter()
+                .map(|n| n.paused_until.is_some())
+                .collect();
+            let mut written = Vec::new();
+            self.persists.retain(|p| {
+                if p.at <= now && !paused[p.node] {
+                    written.push((p.node, p.generation, p.persist.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            for (i, generation, p) in written {
+                if self.nodes[i].generation != generation || self.nodes[i].core.is_none() {
+                    continue;
+                }
+                if let Some(image) = p.image {
+                    self.nodes[i].disk = Some(image);
+                }
+                for (to, payload) in &p.then_send {
+                    self.send_raft(i, to, payload);
+                }
+                let local = self.local(i);
+                if let (Some(n), Some(c)) = (p.number, self.nodes[i].core.as_mut()) {
+                    c.persisted(local, n);
+                }
+                self.drain(i);
             }
             // Complete due resource operations (a paused node sees them later).
             let mut done = Vec::new();

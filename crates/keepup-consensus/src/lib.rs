@@ -24,6 +24,6 @@ mod node;
 mod store;
 mod table;
 
-pub use node::{node_id, Consensus, Output, StepError, Voter};
+pub use node::{node_id, Consensus, Output, Persist, StepError, Voter};
 pub use store::{ImageError, LogStore};
 pub use table::{Applied, Command, Lease, LeaseTable};

@@ -19,18 +19,35 @@ pub struct Voter {
     pub priority: i64,
 }
 
-/// What [`Consensus::poll`] produced. Write `persist` durably before
-/// sending `messages`.
+/// What [`Consensus::poll`] produced. `messages` may go out at once;
+/// `persist` is written durably (off the caller's thread if it likes),
+/// then its `then_send` messages go out, then [`Consensus::persisted`] is
+/// called with its number.
 #[derive(Debug, Default)]
 pub struct Output {
-    /// The new durable image, if it changed.
-    pub persist: Option<Vec<u8>>,
-    /// Raft messages: (destination node, encoded message).
+    /// State to make durable, and what waits for it.
+    pub persist: Option<Persist>,
+    /// Raft messages that need nothing durable first (a leader's appends
+    /// and heartbeats): (destination node, encoded message).
     pub messages: Vec<(String, Vec<u8>)>,
     /// Commands applied, in log order.
     pub applied: Vec<Applied>,
     /// A snapshot from the leader replaced the table.
     pub snapshot_installed: bool,
+}
+
+/// One durable write raft waits for (raft-rs's asynchronous ready): the
+/// image, the messages that may leave only once it is on disk (votes,
+/// append acknowledgements), and the ready number to acknowledge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// The ready number for [`Consensus::persisted`] (None: nothing for
+    /// raft to hear back, e.g. a fresh node's first image).
+    pub number: Option<u64>,
+    /// The new durable image (None: unchanged, only ordering matters).
+    pub image: Option<Vec<u8>>,
+    /// Send these after the image is durable.
+    pub then_send: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a raft message from a peer was not taken.
@@ -72,6 +89,9 @@ pub struct Consensus {
     election: (usize, usize),
     persisted_vote: (u64, u64),
     dirty: bool,
+    /// The highest ready number handed out in a [`Persist`] and not yet
+    /// acknowledged: while one is out, later readies queue behind it.
+    in_flight: Option<u64>,
 }
 
 impl std::fmt::Debug for Consensus {
@@ -141,6 +161,7 @@ impl Consensus {
             election: (election_ticks, election_ticks * 2),
             persisted_vote: (0, 0),
             dirty: fresh,
+            in_flight: None,
         };
         let hs = c.raw.store().hard_state().clone();
         c.persisted_vote = (hs.term, hs.vote);
@@ -312,63 +333,107 @@ impl Consensus {
         }
     }
 
-    fn take_messages(&self, msgs: Vec<Message>, out: &mut Output) {
+    fn take_messages(&self, msgs: Vec<Message>, out: &mut Vec<(String, Vec<u8>)>) {
         use protobuf::Message as _;
         for m in msgs {
             if let (Some(to), Ok(bytes)) = (self.name_of(m.to), m.write_to_bytes()) {
-                out.messages.push((to.to_string(), bytes));
+                out.push((to.to_string(), bytes));
             }
         }
     }
 
-    /// Collects everything raft has ready: what to persist, send and apply.
+    /// The image of [`Persist`] number `number` (and all before it) is durable.
+    pub fn persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+        if self.in_flight.is_some_and(|n| n <= number) {
+            self.in_flight = None;
+        }
+        self.advance_apply();
+    }
+
+    /// Tells raft what is applied, never beyond what is on disk here (an
+    /// installed snapshot counts once its image is written).
+    fn advance_apply(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let to = self.applied.min(log.persisted).min(log.committed);
+        if to > log.applied {
+            self.raw.advance_apply_to(to);
+        }
+    }
+
+    /// Collects everything raft has ready: what to send now, what to make
+    /// durable (and send after), and what was applied. Entries are applied
+    /// once committed (raft-rs hands out only committed entries that a
+    /// majority has on disk).
     pub fn poll(&mut self) -> Output {
         let mut out = Output::default();
-        while self.raw.has_ready() {
-            let mut rd = self.raw.ready();
-            self.take_messages(rd.take_messages(), &mut out);
-            if !rd.snapshot().is_empty() {
-                let snap = rd.snapshot().clone();
-                let index = snap.get_metadata().index;
-                self.table = serde_json::from_slice(snap.get_data()).unwrap_or_default();
-                self.raw.mut_store().apply_snapshot(snap);
-                self.applied = self.applied.max(index);
-                out.snapshot_installed = true;
-                self.dirty = true;
-            }
-            let committed = rd.take_committed_entries();
-            self.apply_entries(committed, &mut out);
-            if !rd.entries().is_empty() {
-                self.raw.mut_store().append(rd.entries());
-                self.dirty = true;
-            }
-            if let Some(hs) = rd.hs() {
-                if (hs.term, hs.vote) != self.persisted_vote {
+        let mut then_send = Vec::new();
+        let mut number = None;
+        loop {
+            while self.raw.has_ready() {
+                let mut rd = self.raw.ready();
+                number = Some(rd.number());
+                self.take_messages(rd.take_messages(), &mut out.messages);
+                if !rd.snapshot().is_empty() {
+                    let snap = rd.snapshot().clone();
+                    let index = snap.get_metadata().index;
+                    self.table = serde_json::from_slice(snap.get_data()).unwrap_or_default();
+                    self.raw.mut_store().apply_snapshot(snap);
+                    self.applied = self.applied.max(index);
+                    out.snapshot_installed = true;
                     self.dirty = true;
                 }
-                self.raw.mut_store().set_hard_state(hs.clone());
+                let committed = rd.take_committed_entries();
+                self.apply_entries(committed, &mut out);
+                if !rd.entries().is_empty() {
+                    self.raw.mut_store().append(rd.entries());
+                    self.dirty = true;
+                }
+                if let Some(hs) = rd.hs() {
+                    if (hs.term, hs.vote) != self.persisted_vote {
+                        self.dirty = true;
+                    }
+                    self.raw.mut_store().set_hard_state(hs.clone());
+                }
+                self.take_messages(rd.take_persisted_messages(), &mut then_send);
+                self.raw.advance_append_async(rd);
+                self.advance_apply();
             }
-            let persisted = rd.take_persisted_messages();
-            self.take_messages(persisted, &mut out);
-            let mut light = self.raw.advance(rd);
-            if let Some(c) = light.commit_index() {
-                self.raw.mut_store().set_commit(c);
+            // Nothing new to write and nothing written still pending: the
+            // ready is durable as it is; acknowledge it here and look again
+            // (acknowledging can make more ready, e.g. a leader's commit).
+            match number {
+                Some(n) if !self.dirty && self.in_flight.is_none() => {
+                    self.raw.on_persist_ready(n);
+                    self.advance_apply();
+                    out.messages.append(&mut then_send);
+                    number = None;
+                }
+                _ => break,
             }
-            self.take_messages(light.take_messages(), &mut out);
-            let committed = light.take_committed_entries();
-            self.apply_entries(committed, &mut out);
-            self.raw.advance_apply_to(self.applied);
         }
         if self.raw.store().entry_count() > COMPACT_AFTER {
             let data = serde_json::to_vec(&self.table).unwrap_or_default();
             self.raw.mut_store().compact(self.applied, data);
             self.dirty = true;
         }
-        if self.dirty {
+        let image = self.dirty.then(|| {
             self.dirty = false;
             let hs = self.raw.store().hard_state();
             self.persisted_vote = (hs.term, hs.vote);
-            out.persist = Some(self.raw.store().image());
+            self.raw.store().image()
+        });
+        if image.is_some() || number.is_some() {
+            if let Some(n) = number {
+                self.in_flight = Some(n);
+            }
+            out.persist = Some(Persist {
+                number,
+                image,
+                then_send,
+            });
+        } else {
+            out.messages.append(&mut then_send);
         }
         self.rerandomize();
         out

@@ -58,11 +58,20 @@ impl Net {
             let mut mail = Vec::new();
             for (name, c) in self.nodes.iter_mut() {
                 let out = c.poll();
-                if let Some(img) = out.persist {
-                    self.images.insert(name.clone(), img);
-                }
                 for (to, bytes) in out.messages {
                     mail.push((name.clone(), to, bytes));
+                }
+                // Written at once here; the agent writes off its thread.
+                if let Some(p) = out.persist {
+                    if let Some(img) = p.image {
+                        self.images.insert(name.clone(), img);
+                    }
+                    for (to, bytes) in p.then_send {
+                        mail.push((name.clone(), to, bytes));
+                    }
+                    if let Some(n) = p.number {
+                        c.persisted(n);
+                    }
                 }
             }
             if mail.is_empty() {
