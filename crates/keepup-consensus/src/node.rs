@@ -226,6 +226,12 @@ impl Consensus {
         self.raw.propose(Vec::new(), data).is_ok()
     }
 
+    /// On the leader: a heartbeat to every follower now (a returning node
+    /// learns the leader and catches up without waiting for a tick).
+    pub fn ping(&mut self) {
+        self.raw.ping();
+    }
+
     /// Asks the leader to hand leadership to `to` (used before a clean stop,
     /// and by a new holder so that holder and leader are one node).
     pub fn transfer_leader(&mut self, to: &str) {
