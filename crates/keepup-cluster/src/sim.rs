@@ -821,13 +821,9 @@ impl Sim {
                 }
                 self.drain(i);
             }
-            // Complete due resource operations (a paused node sees them later).
+            // Complete due resource operations (a paused node sees them
+            // later; finishing writes above paused nobody).
             let mut done = Vec::new();
-            let paused: Vec<bool> = self
-                .nodes
-                .iter()
-                .map(|n| n.paused_until.is_some())
-                .collect();
             self.ops.retain(|o| {
                 if o.at <= now && !paused[o.node] {
                     done.push((o.node, o.generation, o.group.clone(), o.outcome.clone()));

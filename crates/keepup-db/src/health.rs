@@ -146,43 +146,23 @@ mod tests {
     use crate::{ReplicationThreads, ServerStatus};
 
     fn server(name: &str, role: Role, read_only: bool, lag: Option<f64>) -> ServerStatus {
-        ServerStatus {
-            name: name.into(),
-            address: String::new(),
-            up: role != Role::Down,
-            error: (role == Role::Down).then(|| "connection refused".to_string()),
-            refused: role == Role::Down,
-            role,
-            server_id: 1,
-            version: String::new(),
-            read_only,
-            gtid_domain_id: 0,
-            gtid_binlog_pos: String::new(),
-            gtid_slave_pos: String::new(),
-            gtid_current_pos: String::new(),
-            replication: (role == Role::Replica).then(|| ReplicationThreads {
-                io_running: "Yes".into(),
-                sql_running: "Yes".into(),
-                ..ReplicationThreads::default()
-            }),
-            lag_seconds: lag,
-            semi_sync: Default::default(),
-            errant_gtids: Vec::new(),
-        }
+        let mut s = ServerStatus::blank(name);
+        s.up = role != Role::Down;
+        s.refused = role == Role::Down;
+        s.error = (role == Role::Down).then(|| "connection refused".to_string());
+        s.role = role;
+        s.read_only = read_only;
+        s.lag_seconds = lag;
+        s.replication = (role == Role::Replica).then(|| ReplicationThreads {
+            io_running: "Yes".into(),
+            sql_running: "Yes".into(),
+            ..ReplicationThreads::default()
+        });
+        s
     }
 
     fn status(servers: Vec<ServerStatus>, at: u64) -> DbStatus {
-        DbStatus {
-            topology: "master-slave".into(),
-            primary: None,
-            primary_address: None,
-            writer_group: None,
-            primary_node: None,
-            servers,
-            problems: Vec::new(),
-            actions: Vec::new(),
-            observed_at_unix_ms: at,
-        }
+        DbStatus::for_test(None, servers, at)
     }
 
     #[test]

@@ -147,6 +147,46 @@ fn yes(s: Option<String>) -> bool {
     matches!(s.as_deref(), Some("1" | "ON" | "on" | "Yes" | "YES"))
 }
 
+#[cfg(test)]
+impl ServerStatus {
+    /// A server that answers, read-write, not replicating (unit tests).
+    pub(crate) fn blank(name: &str) -> ServerStatus {
+        let mut s = down(
+            &DbServer {
+                name: name.into(),
+                address: String::new(),
+                replication_address: None,
+                node: None,
+                no_promote: false,
+                admin_credentials_file: None,
+            },
+            String::new(),
+        );
+        s.up = true;
+        s.error = None;
+        s.role = Role::Detached;
+        s
+    }
+}
+
+#[cfg(test)]
+impl DbStatus {
+    /// A snapshot of `servers` with `primary` (unit tests).
+    pub(crate) fn for_test(primary: Option<&str>, servers: Vec<ServerStatus>, at: u64) -> DbStatus {
+        DbStatus {
+            topology: "master-slave".into(),
+            primary: primary.map(str::to_string),
+            primary_address: None,
+            writer_group: None,
+            primary_node: None,
+            servers,
+            problems: Vec::new(),
+            actions: Vec::new(),
+            observed_at_unix_ms: at,
+        }
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -955,19 +995,7 @@ mod tests {
         )
     }
     fn st(name: &str, read_only: bool, source: Option<&str>) -> ServerStatus {
-        let mut s = down(
-            &DbServer {
-                name: name.into(),
-                address: String::new(),
-                replication_address: None,
-                node: None,
-                no_promote: false,
-                admin_credentials_file: None,
-            },
-            String::new(),
-        );
-        s.up = true;
-        s.error = None;
+        let mut s = ServerStatus::blank(name);
         s.read_only = read_only;
         s.replication = source.map(|src| ReplicationThreads {
             source_server: Some(src.to_string()),

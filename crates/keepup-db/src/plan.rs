@@ -442,42 +442,20 @@ mod tests {
     }
 
     fn srv(name: &str, up: bool, read_only: bool, source: Option<&str>) -> crate::ServerStatus {
-        crate::ServerStatus {
-            name: name.into(),
-            address: String::new(),
-            up,
-            error: (!up).then(|| "refused".to_string()),
-            refused: !up,
-            role: crate::Role::Detached,
-            server_id: 1,
-            version: String::new(),
-            read_only,
-            gtid_domain_id: 0,
-            gtid_binlog_pos: String::new(),
-            gtid_slave_pos: String::new(),
-            gtid_current_pos: String::new(),
-            replication: source.map(|s| crate::ReplicationThreads {
-                source_server: Some(s.to_string()),
-                ..Default::default()
-            }),
-            lag_seconds: None,
-            semi_sync: Default::default(),
-            errant_gtids: Vec::new(),
-        }
+        let mut s = crate::ServerStatus::blank(name);
+        s.up = up;
+        s.refused = !up;
+        s.error = (!up).then(|| "refused".to_string());
+        s.read_only = read_only;
+        s.replication = source.map(|src| crate::ReplicationThreads {
+            source_server: Some(src.to_string()),
+            ..Default::default()
+        });
+        s
     }
 
     fn status(primary: Option<&str>, servers: Vec<crate::ServerStatus>) -> crate::DbStatus {
-        crate::DbStatus {
-            topology: "master-slave".into(),
-            primary: primary.map(str::to_string),
-            primary_address: None,
-            writer_group: None,
-            primary_node: None,
-            servers,
-            problems: Vec::new(),
-            actions: Vec::new(),
-            observed_at_unix_ms: 0,
-        }
+        crate::DbStatus::for_test(primary, servers, 0)
     }
 
     #[test]

@@ -249,39 +249,26 @@ impl Lab {
     /// directions on both hosts make a symmetric cut of that one path; one
     /// direction on one host makes one-way loss. Other paths stay open.
     pub fn block(&self, on: &str, peer: &str, inbound: bool, outbound: bool) -> Result<()> {
-        let h = self.host(on)?;
-        let p = self.host(peer)?;
-        let nft = |args: &[&str]| -> Result<String> {
-            let mut all = vec!["netns", "exec", h.ns.as_str(), "nft"];
-            all.extend_from_slice(args);
-            sh("ip", &all)
-        };
-        nft(&["add", "table", "inet", "kublock"])?;
-        for hook in ["input", "output"] {
-            nft(&[
-                "add", "chain", "inet", "kublock", hook, "{", "type", "filter", "hook", hook,
-                "priority", "0", ";", "policy", "accept", ";", "}",
-            ])?;
-        }
-        for l in 0..self.links {
-            let a = p.addr(l).to_string();
-            if inbound {
-                nft(&[
-                    "add", "rule", "inet", "kublock", "input", "ip", "saddr", &a, "drop",
-                ])?;
-            }
-            if outbound {
-                nft(&[
-                    "add", "rule", "inet", "kublock", "output", "ip", "daddr", &a, "drop",
-                ])?;
-            }
-        }
-        Ok(())
+        self.block_rules(on, peer, inbound, outbound, &[])
     }
 
     /// Like [`Lab::block`] both ways, for UDP port `port` only (keepup's
     /// heartbeat port: the database and everything else stay reachable).
     pub fn block_udp_port(&self, on: &str, peer: &str, port: u16) -> Result<()> {
+        let port = port.to_string();
+        self.block_rules(on, peer, true, true, &["udp", "dport", &port])
+    }
+
+    /// Adds drop rules for `peer`'s addresses, narrowed by `matching`
+    /// (nft match words), to the `kublock` table on host `on`.
+    fn block_rules(
+        &self,
+        on: &str,
+        peer: &str,
+        inbound: bool,
+        outbound: bool,
+        matching: &[&str],
+    ) -> Result<()> {
         let h = self.host(on)?;
         let p = self.host(peer)?;
         let nft = |args: &[&str]| -> Result<String> {
@@ -296,17 +283,18 @@ impl Lab {
                 "priority", "0", ";", "policy", "accept", ";", "}",
             ])?;
         }
-        let port = port.to_string();
         for l in 0..self.links {
             let a = p.addr(l).to_string();
-            nft(&[
-                "add", "rule", "inet", "kublock", "input", "ip", "saddr", &a, "udp", "dport",
-                &port, "drop",
-            ])?;
-            nft(&[
-                "add", "rule", "inet", "kublock", "output", "ip", "daddr", &a, "udp", "dport",
-                &port, "drop",
-            ])?;
+            for (on_hook, chain, dir) in
+                [(inbound, "input", "saddr"), (outbound, "output", "daddr")]
+            {
+                if on_hook {
+                    let mut rule = vec!["add", "rule", "inet", "kublock", chain, "ip", dir, &a];
+                    rule.extend_from_slice(matching);
+                    rule.push("drop");
+                    nft(&rule)?;
+                }
+            }
         }
         Ok(())
     }

@@ -322,13 +322,15 @@ fn fake_do_binary() -> Option<std::path::PathBuf> {
     p.is_file().then_some(p)
 }
 
-// Issue: "the DigitalOcean resource against a local fake API whose 'assign'
-// moves the address in the lab, so the failover is seen end to end".
-#[test]
-fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
-    let test = "digitalocean_reserved_ip_follows_the_failover_end_to_end";
+/// What a fake-DigitalOcean lab test needs: the fake-do binary, a fresh
+/// directory and a token file (mode 0600) in it. None (after saying why)
+/// when the test cannot run here.
+fn fake_do_setup(
+    test: &str,
+    dir_name: &str,
+) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     if !can_run(test) {
-        return;
+        return None;
     }
     let bin = fake_do_binary();
     if !keepup_testkit::require::available(
@@ -336,21 +338,26 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
         "the fake-do binary (built by a workspace test run)",
         bin.is_some(),
     ) {
-        return;
+        return None;
     }
-    let bin = bin.unwrap();
-    let dir = std::env::temp_dir().join(format!("keepup-do-e2e-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{dir_name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("token");
-    std::fs::write(&token, "dop_v1_e2e_token\n").unwrap();
+    std::fs::write(&token, format!("dop_v1_{dir_name}_token\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut c = Builder::new(&[("a", 200), ("b", 100)])
-        .resource(&format!(
-            "type = \"digitalocean\"\nreserved_ip = \"{VIP}\"\ntoken_file = \"{}\"\napi_url = \"http://10.77.0.250:8080\"\nmetadata_url = \"http://10.77.0.250:8080/metadata/v1\"\ntimeout_ms = 5000\nmonitor_interval_ms = 1000\n",
-            token.display()
-        ))
-        .build("do");
+    Some((bin?, dir, token))
+}
+
+/// Starts fake-do on host "cloud" (10.77.0.250:8080) with droplets 1001 (a)
+/// and 1002 (b); its stderr goes to `log`.
+fn spawn_fake_do(
+    c: &mut Cluster,
+    bin: &std::path::Path,
+    token: &std::path::Path,
+    log: &std::path::Path,
+) {
     let a_ns = c.lab.host("a").unwrap().ns.clone();
     let b_ns = c.lab.host("b").unwrap().ns.clone();
     c.lab.add_host("cloud", 250).unwrap();
@@ -368,9 +375,26 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
         &format!("10.77.0.2=1002:{b_ns}:eth0"),
     ])
     .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(dir.join("fake-do.log")).unwrap());
+    .stderr(std::fs::File::create(log).unwrap());
     c.lab.spawn(cmd).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+}
+
+// Issue: "the DigitalOcean resource against a local fake API whose 'assign'
+// moves the address in the lab, so the failover is seen end to end".
+#[test]
+fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
+    let test = "digitalocean_reserved_ip_follows_the_failover_end_to_end";
+    let Some((bin, dir, token)) = fake_do_setup(test, "keepup-do-e2e") else {
+        return;
+    };
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .resource(&format!(
+            "type = \"digitalocean\"\nreserved_ip = \"{VIP}\"\ntoken_file = \"{}\"\napi_url = \"http://10.77.0.250:8080\"\nmetadata_url = \"http://10.77.0.250:8080/metadata/v1\"\ntimeout_ms = 5000\nmonitor_interval_ms = 1000\n",
+            token.display()
+        ))
+        .build("do");
+    spawn_fake_do(&mut c, &bin, &token, &dir.join("fake-do.log"));
     c.start_all();
     c.wait_acquired("a", SECS(10));
     c.start_probe();
@@ -399,7 +423,7 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
     );
     let log = c.log("b");
     assert!(
-        !log.contains("dop_v1_e2e_token"),
+        !log.contains("dop_v1_keepup-do-e2e_token"),
         "the token never appears in logs"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -414,25 +438,9 @@ fn digitalocean_reserved_ip_follows_the_failover_end_to_end() {
 #[test]
 fn digitalocean_fence_powers_off_a_holder_whose_stop_failed() {
     let test = "digitalocean_fence_powers_off_a_holder_whose_stop_failed";
-    if !can_run(test) {
+    let Some((bin, dir, token)) = fake_do_setup(test, "keepup-fence-token") else {
         return;
-    }
-    let bin = fake_do_binary();
-    if !keepup_testkit::require::available(
-        test,
-        "the fake-do binary (built by a workspace test run)",
-        bin.is_some(),
-    ) {
-        return;
-    }
-    let bin = bin.unwrap();
-    let dir = std::env::temp_dir().join(format!("keepup-fence-token-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "dop_v1_fence_token\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
     let d = dir.display();
     let api = "http://10.77.0.250:8080";
     let mut c = Builder::new(&[("a", 200), ("b", 100)])
@@ -448,27 +456,8 @@ fn digitalocean_fence_powers_off_a_holder_whose_stop_failed() {
             token.display()
         ))
         .build("do-fence");
-    let a_ns = c.lab.host("a").unwrap().ns.clone();
-    let b_ns = c.lab.host("b").unwrap().ns.clone();
-    c.lab.add_host("cloud", 250).unwrap();
-    let mut cmd = c.lab.command("cloud", bin.to_str().unwrap()).unwrap();
     let fake_log = dir.join("fake-do.log");
-    cmd.args([
-        "--listen",
-        "10.77.0.250:8080",
-        "--token-file",
-        token.to_str().unwrap(),
-        "--reserved-ip",
-        VIP,
-        "--droplet",
-        &format!("10.77.0.1=1001:{a_ns}:eth0"),
-        "--droplet",
-        &format!("10.77.0.2=1002:{b_ns}:eth0"),
-    ])
-    .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(&fake_log).unwrap());
-    c.lab.spawn(cmd).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    spawn_fake_do(&mut c, &bin, &token, &fake_log);
     c.start_all();
     c.wait_acquired("a", SECS(10));
     c.wait_vip_on("a", SECS(10));
