@@ -1145,6 +1145,45 @@ pub async fn setup_with(
             t0.elapsed().as_millis()
         ));
     }
+    // Master-master: the other direction too (a row written on the second
+    // master must reach the first), or a takeover would open a master its
+    // peer never hears from.
+    if section.topology == DbTopology::MasterMaster {
+        for i in (0..section.server.len()).filter(|i| *i != pidx) {
+            if failed
+                .iter()
+                .any(|p| p.server.as_deref() == Some(section.server[i].name.as_str()))
+            {
+                continue;
+            }
+            let back = format!("{token}-{i}");
+            conns[i]
+                .exec("writing the reverse verification row", &format!("REPLACE INTO {KEEPUP_SCHEMA}.setup_check (id, token, at) VALUES (2, {}, UTC_TIMESTAMP(6))", quote(&back)))
+                .await?;
+            let pos = conns[i].global("gtid_binlog_pos").await?;
+            let t0 = Instant::now();
+            gtid_wait(&mut conns[pidx], &pos, section.catchup_timeout_ms).await?;
+            let got = conns[pidx]
+                .scalar(
+                    "reading the reverse verification row",
+                    &format!("SELECT token FROM {KEEPUP_SCHEMA}.setup_check WHERE id = 2"),
+                )
+                .await?;
+            if got.as_deref() != Some(back.as_str()) {
+                return Err(DbError::Query {
+                    server: primary_name.clone(),
+                    what: format!("verifying replication from {}", section.server[i].name),
+                    code: 0,
+                    message: format!("the verification row did not arrive (found {got:?})"),
+                });
+            }
+            verified.push(format!(
+                "{primary_name}: verification row from {} arrived in {} ms",
+                section.server[i].name,
+                t0.elapsed().as_millis()
+            ));
+        }
+    }
     for db in conns {
         db.close().await;
     }

@@ -588,6 +588,14 @@ async fn master_master_switchover_and_failover_body() {
         !r.changes.iter().any(|c| c.contains("gtid_domain_id")),
         "domains were distinct already"
     );
+    // Issue #10: "setup verifies both directions in master-master".
+    assert!(
+        r.verified
+            .iter()
+            .any(|v| v.contains("db-1: verification row from db-2")),
+        "{:?}",
+        r.verified
+    );
     let st = observe(&c.section).await;
     println!("{}", keepup_db::render(&st));
     assert!(st.problems.is_empty(), "{:?}", st.problems);
