@@ -638,7 +638,8 @@ impl Loop {
                 }
                 Action::Stop { group, .. } => {
                     changed = true;
-                    self.shared.epoch(&group).revoke();
+                    // Revoked before the runtime can see the request.
+                    self.publish_grants();
                     let _ = self.to_runtime.send(ResourceRequest::Stop(group));
                 }
                 Action::Fence { group, node, epoch } => {

@@ -1123,26 +1123,18 @@ pub async fn setup_with(
         {
             continue;
         }
-        let t0 = Instant::now();
-        gtid_wait(&mut conns[i], &pos, section.catchup_timeout_ms).await?;
-        let got = conns[i]
-            .scalar(
-                "reading the verification row",
-                &format!("SELECT token FROM {KEEPUP_SCHEMA}.setup_check WHERE id = 1"),
-            )
-            .await?;
-        if got.as_deref() != Some(token.as_str()) {
-            return Err(DbError::Query {
-                server: section.server[i].name.clone(),
-                what: "verifying replication".into(),
-                code: 0,
-                message: format!("the verification row did not arrive (found {got:?})"),
-            });
-        }
+        let ms = await_verification_row(
+            &mut conns[i],
+            &pos,
+            1,
+            &token,
+            section.catchup_timeout_ms,
+            "verifying replication".into(),
+        )
+        .await?;
         verified.push(format!(
-            "{}: verification row arrived in {} ms",
-            section.server[i].name,
-            t0.elapsed().as_millis()
+            "{}: verification row arrived in {ms} ms",
+            section.server[i].name
         ));
     }
     // Master-master: the other direction too (a row written on the second
@@ -1161,26 +1153,18 @@ pub async fn setup_with(
                 .exec("writing the reverse verification row", &format!("REPLACE INTO {KEEPUP_SCHEMA}.setup_check (id, token, at) VALUES (2, {}, UTC_TIMESTAMP(6))", quote(&back)))
                 .await?;
             let pos = conns[i].global("gtid_binlog_pos").await?;
-            let t0 = Instant::now();
-            gtid_wait(&mut conns[pidx], &pos, section.catchup_timeout_ms).await?;
-            let got = conns[pidx]
-                .scalar(
-                    "reading the reverse verification row",
-                    &format!("SELECT token FROM {KEEPUP_SCHEMA}.setup_check WHERE id = 2"),
-                )
-                .await?;
-            if got.as_deref() != Some(back.as_str()) {
-                return Err(DbError::Query {
-                    server: primary_name.clone(),
-                    what: format!("verifying replication from {}", section.server[i].name),
-                    code: 0,
-                    message: format!("the verification row did not arrive (found {got:?})"),
-                });
-            }
+            let ms = await_verification_row(
+                &mut conns[pidx],
+                &pos,
+                2,
+                &back,
+                section.catchup_timeout_ms,
+                format!("verifying replication from {}", section.server[i].name),
+            )
+            .await?;
             verified.push(format!(
-                "{primary_name}: verification row from {} arrived in {} ms",
-                section.server[i].name,
-                t0.elapsed().as_millis()
+                "{primary_name}: verification row from {} arrived in {ms} ms",
+                section.server[i].name
             ));
         }
     }
@@ -1204,6 +1188,35 @@ pub async fn setup_with(
         persist,
         verified,
     })
+}
+
+/// Waits until `db` applied `pos` and checks that setup_check row `id`
+/// holds `token` there; returns how long it took (ms).
+async fn await_verification_row(
+    db: &mut Db,
+    pos: &str,
+    id: u32,
+    token: &str,
+    timeout_ms: u64,
+    what: String,
+) -> Result<u128, DbError> {
+    let t0 = Instant::now();
+    gtid_wait(db, pos, timeout_ms).await?;
+    let got = db
+        .scalar(
+            "reading the verification row",
+            &format!("SELECT token FROM {KEEPUP_SCHEMA}.setup_check WHERE id = {id}"),
+        )
+        .await?;
+    if got.as_deref() != Some(token) {
+        return Err(DbError::Query {
+            server: db.server.clone(),
+            what,
+            code: 0,
+            message: format!("the verification row did not arrive (found {got:?})"),
+        });
+    }
+    Ok(t0.elapsed().as_millis())
 }
 
 /// After a role change: waits for a semi-sync replica to register with the

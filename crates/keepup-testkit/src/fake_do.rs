@@ -142,6 +142,42 @@ struct State {
     error_next: bool,
 }
 
+impl State {
+    /// A new action, answered `201` with its first status (in-progress for
+    /// `polls_before_complete` polls); a droplet action that completes at
+    /// once changes the droplet's status now.
+    fn record_action(
+        &mut self,
+        kind: &'static str,
+        ip: String,
+        droplet: Option<(u64, &'static str)>,
+        outcome: &'static str,
+    ) -> Answer {
+        let id = self.next_action;
+        self.next_action += 1;
+        let a = Action {
+            id,
+            kind,
+            ip,
+            droplet,
+            polls_left: self.polls_before_complete,
+            outcome,
+            started: now(),
+        };
+        let first = if a.polls_left > 0 {
+            "in-progress"
+        } else {
+            a.outcome
+        };
+        if let (Some((d, to)), "completed") = (droplet, first) {
+            self.opts.droplets.insert(d, to.to_string());
+        }
+        let body = action_json(&a, first);
+        self.actions.insert(id, a);
+        reply(StatusCode::CREATED, body)
+    }
+}
+
 /// A running fake; the server stops when this is dropped.
 pub struct FakeDo {
     addr: SocketAddr,
@@ -604,28 +640,8 @@ async fn droplet_action(id: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Ans
     }
     let mut s = lock(st);
     let errored = std::mem::take(&mut s.error_next) || hooked.is_err();
-    let action_id = s.next_action;
-    s.next_action += 1;
-    let a = Action {
-        id: action_id,
-        kind,
-        ip: String::new(),
-        droplet: Some((id, to)),
-        polls_left: s.polls_before_complete,
-        outcome: if errored { "errored" } else { "completed" },
-        started: now(),
-    };
-    let first = if a.polls_left > 0 {
-        "in-progress"
-    } else {
-        a.outcome
-    };
-    if first == "completed" {
-        s.opts.droplets.insert(id, to.to_string());
-    }
-    let body = action_json(&a, first);
-    s.actions.insert(action_id, a);
-    reply(StatusCode::CREATED, body)
+    let outcome = if errored { "errored" } else { "completed" };
+    s.record_action(kind, String::new(), Some((id, to)), outcome)
 }
 
 async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer {
@@ -704,26 +720,7 @@ async fn post_action(ip: &str, rec: &Recorded, st: &Arc<Mutex<State>>) -> Answer
             );
         }
     };
-    let mut s = lock(st);
-    let id = s.next_action;
-    s.next_action += 1;
-    let a = Action {
-        id,
-        kind,
-        ip: ip.to_string(),
-        droplet: None,
-        polls_left: s.polls_before_complete,
-        outcome,
-        started: now(),
-    };
-    let first = if a.polls_left > 0 {
-        "in-progress"
-    } else {
-        a.outcome
-    };
-    let body = action_json(&a, first);
-    s.actions.insert(id, a);
-    reply(StatusCode::CREATED, body)
+    lock(st).record_action(kind, ip.to_string(), None, outcome)
 }
 
 #[cfg(test)]

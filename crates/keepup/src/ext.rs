@@ -231,15 +231,7 @@ impl keepup_agent::ResourceFactory for DbExtension {
         let keepup_config::ResourceConfig::DbPrimary(d) = cfg else {
             return None;
         };
-        let server = match &d.server {
-            Some(s) => Some(s.clone()),
-            None => self
-                .section
-                .server
-                .iter()
-                .find(|s| s.node() == self.me)
-                .map(|s| s.name.clone()),
-        };
+        let server = d.server.clone().or_else(|| self.my_server());
         if let Ok(mut g) = self.grants.lock() {
             g.push(ctx.epoch.clone());
         }
