@@ -665,18 +665,27 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                 // Writable but not the primary while the replicas follow
                 // another server: an old primary that came back writable
                 // (possibly replicating again, in master-master). Fence it.
-                if let Some(db) = conns[idx].as_mut() {
-                    if db
+                let fenced = match conns[idx].as_mut() {
+                    Some(db) => db
                         .exec("setting read_only", "SET GLOBAL read_only = ON")
                         .await
-                        .is_ok()
-                    {
+                        .map_err(|e| e.to_string()),
+                    None => Err("no connection to it".to_string()),
+                };
+                match fenced {
+                    Ok(()) => {
                         s.read_only = true;
                         actions.push(format!(
                             "set read_only = ON on {} (writable but not the primary)",
                             s.name
                         ));
                     }
+                    Err(e) => problems.push(Problem::new(
+                        Some(&s.name),
+                        "second_writable",
+                        format!("writable but not the primary, and setting read_only failed: {e}"),
+                        &format!("set read_only = ON on {} by hand now (applications may be writing to two servers), then run `keepup db status` again", s.name),
+                    )),
                 }
             } else {
                 problems.push(Problem::new(

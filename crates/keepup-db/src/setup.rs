@@ -485,8 +485,10 @@ pub async fn setup(section: &DatabaseSection) -> Result<SetupReport, DbError> {
 /// 4. seeds empty replicas with a snapshot streamed from the primary; rejoins
 ///    a server whose GTID history the primary holds; refuses one with data of
 ///    its own unless listed in `opts.reseed`;
-/// 5. configures GTID replication, read_only, master-master settings and semi-sync;
-/// 6. writes a row on the primary and checks it arrives on every replica.
+/// 5. configures GTID replication, read_only, master-master settings and
+///    semi-sync (the primary side before any replica connects);
+/// 6. writes a row on the primary and checks it arrives on every replica
+///    (and, master-master, a row from the second master on the first).
 #[allow(clippy::needless_range_loop)] // parallel vectors: servers, facts, connections
 pub async fn setup_with(
     section: &DatabaseSection,
@@ -800,8 +802,78 @@ pub async fn setup_with(
     }
     ensure_schema(&mut conns[pidx], &mut changes).await?;
 
+    // 4b. Semi-sync on the primary side, before any replica connects, so
+    // every replica registers as a semi-sync client when it first connects
+    // and no IO thread has to be restarted. Restarting one just after
+    // `rpl_semi_sync_master_enabled = ON` hung MariaDB 10.11: the killed
+    // dump thread stayed "Waiting to finalize termination" (its removal
+    // from the just-started ack receiver never completed), the new dump
+    // thread waited for it, and the second master's SQL thread waited for
+    // a semi-sync ACK for ever (1 setup in ~13 timed out here). Commits in
+    // between wait only until the first replica connects, moments later.
+    let mut enabled_now = Vec::new();
+    for i in 0..section.server.len() {
+        let x = &f[i];
+        let db = &mut conns[i];
+        let is_master = i == pidx || section.topology == DbTopology::MasterMaster;
+        let want = section.semi_sync && is_master;
+        // Timeout and wait point on every server, so a promoted replica has them.
+        let timeout = section.semi_sync_server_timeout_ms();
+        if section.semi_sync && x.semi_timeout != timeout {
+            db.exec(
+                "setting the semi-sync timeout",
+                &format!("SET GLOBAL rpl_semi_sync_master_timeout = {timeout}"),
+            )
+            .await?;
+            changes.push(format!(
+                "{}: rpl_semi_sync_master_timeout = {timeout}{}",
+                db.server,
+                if section.semi_sync_relaxed {
+                    " (relaxed: falls back to async after it)"
+                } else {
+                    " (strict: never falls back)"
+                }
+            ));
+            persist.push(format!(
+                "{}: rpl_semi_sync_master_timeout = {timeout}",
+                db.server
+            ));
+        }
+        if section.semi_sync && !x.wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
+            db.exec(
+                "setting the semi-sync wait point",
+                "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
+            )
+            .await?;
+            changes.push(format!(
+                "{}: rpl_semi_sync_master_wait_point = AFTER_SYNC (ack before commit is visible)",
+                db.server
+            ));
+        }
+        if want != x.st.semi_sync.master_enabled {
+            let on = if want { "ON" } else { "OFF" };
+            db.exec(
+                "setting semi-sync (primary side)",
+                &format!("SET GLOBAL rpl_semi_sync_master_enabled = {on}"),
+            )
+            .await?;
+            changes.push(format!(
+                "{}: rpl_semi_sync_master_enabled = {on}",
+                db.server
+            ));
+            persist.push(format!(
+                "{}: rpl_semi_sync_master_enabled = {on}",
+                db.server
+            ));
+            if want {
+                enabled_now.push(i);
+            }
+        }
+    }
+
     // 5. Replicas.
     let mut failed = Vec::new();
+    let mut restarts: Vec<usize> = Vec::new();
     for i in 0..section.server.len() {
         if i == pidx {
             continue;
@@ -841,12 +913,8 @@ pub async fn setup_with(
             changes.push(format!("{}: rpl_semi_sync_slave_enabled = ON", s.name));
             persist.push(format!("{}: rpl_semi_sync_slave_enabled = ON", s.name));
             if repl_ok {
-                conns[i]
-                    .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
-                    .await?;
-                conns[i]
-                    .exec("restarting the IO thread", "START SLAVE IO_THREAD")
-                    .await?;
+                // Its IO thread connected without semi-sync: restarted in 6.
+                restarts.push(i);
             }
         }
         if repl_ok && !reseed {
@@ -991,6 +1059,9 @@ pub async fn setup_with(
                 )
                 .await?;
             changes.push(format!("{primary_name}: rpl_semi_sync_slave_enabled = ON"));
+            if ok && !restarts.contains(&pidx) {
+                restarts.push(pidx);
+            }
         }
         if !ok
             && !failed
@@ -1028,77 +1099,31 @@ pub async fn setup_with(
         }
     }
 
-    // 6. Semi-sync on the primary side (after the replicas are connected,
-    // because a semi-sync primary with no replica stalls every commit).
-    for i in 0..section.server.len() {
-        let x = &f[i];
-        let db = &mut conns[i];
-        let is_master = i == pidx || section.topology == DbTopology::MasterMaster;
-        let want = section.semi_sync && is_master;
-        if want != x.st.semi_sync.master_enabled {
-            db.exec(
-                "setting semi-sync (primary side)",
-                &format!(
-                    "SET GLOBAL rpl_semi_sync_master_enabled = {}",
-                    if want { "ON" } else { "OFF" }
-                ),
-            )
-            .await?;
-            changes.push(format!(
-                "{}: rpl_semi_sync_master_enabled = {}",
-                db.server,
-                if want { "ON" } else { "OFF" }
-            ));
-            persist.push(format!(
-                "{}: rpl_semi_sync_master_enabled = {}",
-                db.server,
-                if want { "ON" } else { "OFF" }
-            ));
-        }
-        // Timeout and wait point on every server, so a promoted replica has them.
-        let timeout = section.semi_sync_server_timeout_ms();
-        if section.semi_sync && x.semi_timeout != timeout {
-            db.exec(
-                "setting the semi-sync timeout",
-                &format!("SET GLOBAL rpl_semi_sync_master_timeout = {timeout}"),
-            )
-            .await?;
-            changes.push(format!(
-                "{}: rpl_semi_sync_master_timeout = {timeout}{}",
-                db.server,
-                if section.semi_sync_relaxed {
-                    " (relaxed: falls back to async after it)"
-                } else {
-                    " (strict: never falls back)"
-                }
-            ));
-            persist.push(format!(
-                "{}: rpl_semi_sync_master_timeout = {timeout}",
-                db.server
-            ));
-        }
-        if section.semi_sync && !x.wait_point.eq_ignore_ascii_case("AFTER_SYNC") {
-            db.exec(
-                "setting the semi-sync wait point",
-                "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
-            )
-            .await?;
-            changes.push(format!(
-                "{}: rpl_semi_sync_master_wait_point = AFTER_SYNC (ack before commit is visible)",
-                db.server
-            ));
-        }
-        if want && !x.st.semi_sync.master_enabled {
-            // Replicas that connected before the primary side was enabled
-            // re-register as semi-sync clients.
-            for j in (0..section.server.len()).filter(|j| *j != i) {
-                let _ = conns[j]
-                    .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
-                    .await;
-                let _ = conns[j]
-                    .exec("restarting the IO thread", "START SLAVE IO_THREAD")
-                    .await;
+    // 6. Replicas that were connected to a master before its primary side
+    // (or their own replica side) was enabled re-register as semi-sync
+    // clients: restart their IO threads, after a pause that lets a new ack
+    // receiver start (see 4b).
+    for &i in &enabled_now {
+        let name = section.server[i].name.as_str();
+        for j in (0..section.server.len()).filter(|j| *j != i) {
+            let was_connected =
+                f[j].st.replication.as_ref().is_some_and(|r| {
+                    r.source_server.as_deref() == Some(name) && r.io_running == "Yes"
+                });
+            if was_connected && !restarts.contains(&j) {
+                restarts.push(j);
             }
+        }
+    }
+    if !restarts.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for j in restarts {
+            conns[j]
+                .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
+                .await?;
+            conns[j]
+                .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                .await?;
         }
     }
     if section.semi_sync {

@@ -579,6 +579,7 @@ async fn master_master_switchover_and_failover_body() {
         Err(e) => {
             for s in &c.servers {
                 println!("--- {} log:\n{}", s.name(), s.log_tail(25));
+                dump_replication(&s.address()).await;
             }
             panic!("setup: {e}");
         }

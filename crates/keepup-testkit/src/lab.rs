@@ -259,6 +259,15 @@ impl Lab {
         self.block_rules(on, peer, true, true, &["udp", "dport", &port])
     }
 
+    /// Like [`Lab::block`] both ways, for TCP port `port` in either role
+    /// (a database-only cut: `port` 3306 drops the replication and client
+    /// connections between the two hosts, heartbeats still pass).
+    pub fn block_tcp_port(&self, on: &str, peer: &str, port: u16) -> Result<()> {
+        let port = port.to_string();
+        self.block_rules(on, peer, true, true, &["tcp", "dport", &port])?;
+        self.block_rules(on, peer, true, true, &["tcp", "sport", &port])
+    }
+
     /// Adds drop rules for `peer`'s addresses, narrowed by `matching`
     /// (nft match words), to the `kublock` table on host `on`.
     fn block_rules(

@@ -2,9 +2,12 @@
 //! `keepup demo`: network-namespace labs (`lab`), a fake DigitalOcean API
 //! (`fake_do`), small web servers that answer with their name (`web`), an
 //! HTTP probe that measures service gaps (`probe`), a checker over recorded
-//! holding intervals (`history`), and the skip policy
+//! holding intervals (`history`), the database fault-injection run's
+//! recorders (`dbclient`) and checker (`dbcheck`), and the skip policy
 //! (`require`). Nothing here runs in a production agent.
 
+pub mod dbcheck;
+pub mod dbclient;
 pub mod fake_do;
 pub mod history;
 pub mod lab;

@@ -221,3 +221,32 @@ pub async fn guard<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
         .await
         .expect("scenario timed out");
 }
+
+/// Prints what replication looks like on `address` (for a failure's report).
+pub async fn dump_replication(address: &str) {
+    let mut c = admin(address).await;
+    for q in [
+        "SHOW ALL SLAVES STATUS",
+        "SHOW PROCESSLIST",
+        "SHOW GLOBAL STATUS LIKE 'Rpl_semi%'",
+        "SHOW GLOBAL VARIABLES LIKE 'rpl_semi%'",
+        "SELECT @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos",
+    ] {
+        let rows: Vec<mysql_async::Row> = c.query(q).await.unwrap_or_default();
+        println!("--- {address}: {q}");
+        for r in rows {
+            let cols = r.columns_ref().to_vec();
+            let vals: Vec<String> = (0..r.len())
+                .map(|i| {
+                    format!(
+                        "{}={:?}",
+                        cols[i].name_str(),
+                        r.as_ref(i).map(|v| v.as_sql(true))
+                    )
+                })
+                .collect();
+            println!("  {}", vals.join(" "));
+        }
+    }
+    let _ = c.disconnect().await;
+}

@@ -39,6 +39,50 @@ pub enum Internal {
         #[arg(long)]
         duration_s: Option<f64>,
     },
+    /// Inserts `(client, seq)` rows into `jepsen.t` through `target` from
+    /// `clients` connections; prints one JSON line per insert (acknowledged
+    /// or not), for the database fault-injection test.
+    DbClients {
+        /// `host:port` (the writer endpoint).
+        #[arg(long)]
+        target: String,
+        /// A non-SUPER account.
+        #[arg(long)]
+        user: String,
+        /// Its password.
+        #[arg(long)]
+        password: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 3)]
+        clients: u32,
+        /// Seconds to run.
+        #[arg(long)]
+        duration_s: f64,
+        /// Pause between one client's inserts, ms.
+        #[arg(long, default_value_t = 10)]
+        pause_ms: u64,
+        /// An insert unanswered after this many ms is recorded unacknowledged.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Samples each server's read_only; prints one JSON line per answer.
+    DbSample {
+        /// `name=host:port`, one per server.
+        #[arg(long = "server", required = true)]
+        servers: Vec<String>,
+        /// A non-SUPER account.
+        #[arg(long)]
+        user: String,
+        /// Its password.
+        #[arg(long)]
+        password: String,
+        /// Interval, ms.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        /// Seconds to run.
+        #[arg(long)]
+        duration_s: f64,
+    },
     /// Sends UDP datagrams (hex payloads), optionally from a non-local source address.
     SendUdp {
         /// Destination.
@@ -139,12 +183,64 @@ pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
             .await;
             Ok(ExitCode::SUCCESS)
         }),
+        Internal::DbClients {
+            target,
+            user,
+            password,
+            clients,
+            duration_s,
+            pause_ms,
+            timeout_ms,
+        } => rt.block_on(async move {
+            let t = keepup_testkit::dbclient::Target {
+                address: target,
+                user,
+                password,
+            };
+            keepup_testkit::dbclient::run_clients(
+                t,
+                clients,
+                Duration::from_secs_f64(duration_s),
+                Duration::from_millis(pause_ms),
+                Duration::from_millis(timeout_ms),
+            )
+            .await;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Internal::DbSample {
+            servers,
+            user,
+            password,
+            interval_ms,
+            duration_s,
+        } => rt.block_on(async move {
+            let mut list = Vec::new();
+            for s in servers {
+                let (name, address) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--server {s:?}: expected name=host:port"))?;
+                list.push((
+                    name.to_string(),
+                    keepup_testkit::dbclient::Target {
+                        address: address.to_string(),
+                        user: user.clone(),
+                        password: password.clone(),
+                    },
+                ));
+            }
+            keepup_testkit::dbclient::run_sampler(
+                list,
+                Duration::from_millis(interval_ms),
+                Duration::from_secs_f64(duration_s),
+            )
+            .await;
+            Ok(ExitCode::SUCCESS)
+        }),
         Internal::SendUdp { .. } | Internal::Hold { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u128 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+    keepup_testkit::dbclient::monotonic_ns()
 }

@@ -153,7 +153,12 @@ impl Builder {
 
 impl Cluster {
     pub fn start(&mut self, name: &str) {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        // Appended: a restarted agent's log follows its earlier run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
         let mut cmd = self.lab.command(name, keepup()).unwrap();
         cmd.arg("-c")
             .arg(&self.config)
@@ -206,6 +211,11 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// True while the test has agent `name` running.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.agents.contains_key(name)
     }
 
     /// Sends a signal (`-HUP`, ...) to a running agent.

@@ -1,0 +1,508 @@
+//! Issue #10's Jepsen-style test: real mariadbd servers and real agents in
+//! lab namespaces (three database nodes a, b, c; three voters), clients in
+//! the client namespace inserting `(client, seq)` rows through the writer
+//! VIP and recording which commits were acknowledged, a sampler recording
+//! every server's `read_only`, and a scheduler injecting one fault after
+//! another: kill -9 of the primary's mariadbd, kill -9 and SIGSTOP of the
+//! primary's agent, a full partition of the primary's node, heartbeat-only
+//! and database-only cuts, a replica cut off before the primary fails, and a
+//! power failure. After each fault it heals the lab the way an operator
+//! would (restart what died, `keepup db setup` to rejoin a returned server,
+//! `--reseed` when setup says its history diverged).
+//!
+//! The checker (`keepup_testkit::dbcheck`): every acknowledged row is on the
+//! final primary, each client's rows in commit order, the servers converge
+//! (same checksum), and at no sampled stretch were two servers writable.
+//!
+//! `KEEPUP_DB_FAULT_ROUNDS=N` runs the fault list N times (bench/db.sh runs
+//! the long version); the default, one round, is the short run in `cargo test`.
+
+#![allow(clippy::unwrap_used)]
+
+mod lab;
+
+use keepup_db::local_server::{self, LocalServer, LocalServerOptions};
+use keepup_testkit::{dbcheck, dbclient};
+use lab::{can_run, Builder};
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const WRITER: &str = "10.77.0.101";
+const APP_USER: &str = "app";
+const APP_PASSWORD: &str = "app-pw";
+const HEARTBEAT_PORT: u16 = 7946;
+const NODES: [(&str, &str, &str); 3] = [
+    ("a", "db-a", "10.77.0.1"),
+    ("b", "db-b", "10.77.0.2"),
+    ("c", "db-c", "10.77.0.3"),
+];
+
+/// One fault the scheduler injects (the primary is found when it starts).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9 of the primary's mariadbd.
+    KillPrimaryServer,
+    /// kill -9 of the primary node's agent.
+    KillPrimaryAgent,
+    /// SIGSTOP of the primary node's agent for 3 s, then SIGCONT.
+    PausePrimaryAgent,
+    /// Every packet in and out of the primary's node dropped for 4 s.
+    PartitionPrimary,
+    /// Only the heartbeat port cut between the primary and another node.
+    HeartbeatOnlyCut,
+    /// Only MariaDB's port cut between the primary and one replica.
+    DatabaseOnlyCut,
+    /// One replica cut from the primary's database, then the primary's
+    /// mariadbd killed: the other replica (which has every acknowledged
+    /// row) must become primary.
+    CutReplicaThenKillPrimary,
+    /// The primary's node loses power: link down, agent and mariadbd dead.
+    PowerOffPrimary,
+}
+
+const FAULTS: [Fault; 8] = [
+    Fault::HeartbeatOnlyCut,
+    Fault::KillPrimaryServer,
+    Fault::DatabaseOnlyCut,
+    Fault::PausePrimaryAgent,
+    Fault::CutReplicaThenKillPrimary,
+    Fault::KillPrimaryAgent,
+    Fault::PartitionPrimary,
+    Fault::PowerOffPrimary,
+];
+
+struct Site {
+    c: lab::Cluster,
+    servers: BTreeMap<String, LocalServer>,
+    dir: std::path::PathBuf,
+    log: Vec<String>,
+    reseeds: usize,
+}
+
+fn server_of(node: &str) -> &'static str {
+    NODES.iter().find(|n| n.0 == node).map(|n| n.1).unwrap()
+}
+fn ip_of(node: &str) -> &'static str {
+    NODES.iter().find(|n| n.0 == node).map(|n| n.2).unwrap()
+}
+
+/// Runs SQL as the admin account from the client namespace.
+fn sql(c: &lab::Cluster, host: &str, q: &str) -> anyhow::Result<String> {
+    c.lab.run(
+        "client",
+        "mariadb",
+        &[
+            "-h",
+            host,
+            "-P",
+            "3306",
+            "-u",
+            local_server::ADMIN_USER,
+            &format!("-p{}", local_server::ADMIN_PASSWORD),
+            "--connect-timeout=1",
+            "-N",
+            "-B",
+            "-e",
+            q,
+        ],
+    )
+}
+
+fn start_server(c: &lab::Cluster, node: &str, id: u32) -> LocalServer {
+    let mut o = LocalServerOptions::new(id);
+    o.netns = Some(c.lab.host(node).unwrap().ns.clone());
+    o.bind_address = ip_of(node).to_string();
+    o.admin_host = "10.77.0.%".into();
+    o.listen_all = true;
+    // What `keepup db setup` tells the operator to keep in my.cnf.
+    o.read_only = true;
+    o.extra_args = vec![
+        "--skip-slave-start".into(),
+        "--rpl-semi-sync-slave-enabled=ON".into(),
+        "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
+        format!(
+            "--rpl-semi-sync-master-timeout={}",
+            keepup_config::STRICT_SEMI_SYNC_TIMEOUT_MS
+        ),
+    ];
+    LocalServer::start(server_of(node), 3306, o).unwrap()
+}
+
+fn site(test: &str) -> Option<Site> {
+    if !can_run(test)
+        || !keepup_testkit::require::available(
+            test,
+            "mariadbd (Debian package mariadb-server)",
+            local_server::available(),
+        )
+        || !keepup_testkit::require::has_program(test, "mariadb")
+    {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("keepup-dbfaults-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = dir.join("admin.cnf");
+    local_server::write_credentials_file(&creds).unwrap();
+    let mut database = format!(
+        "[database]\ntopology = \"master-slave\"\npreferred_primary = \"db-a\"\nsemi_sync = true\n\
+         admin_credentials_file = \"{}\"\nreplication_password_file = \"{}\"\nconnect_timeout_ms = 500\n\n",
+        creds.display(),
+        dir.join("repl.password").display()
+    );
+    for (node, server, ip) in NODES {
+        database.push_str(&format!(
+            "[[database.server]]\nname = \"{server}\"\naddress = \"{ip}:3306\"\nnode = \"{node}\"\n\n"
+        ));
+    }
+    let mut c = Builder::new(&[("a", 300), ("b", 200), ("c", 100)])
+        .resource(&format!(
+            "type = \"db-primary\"\nmonitor_interval_ms = 300\n\n[[group.resource]]\ntype = \"vip\"\naddress = \"{WRITER}/24\"\ninterface = \"eth0\"\n"
+        ))
+        .extra(&database)
+        .build(test);
+    let mut servers = BTreeMap::new();
+    for (i, (node, server, _)) in NODES.iter().enumerate() {
+        servers.insert(server.to_string(), start_server(&c, node, i as u32 + 1));
+    }
+    // The preferred primary starts writable (a fresh install).
+    sql(&c, "10.77.0.1", "SET GLOBAL read_only = OFF").unwrap();
+    sql(
+        &c,
+        "10.77.0.1",
+        &format!(
+            "CREATE DATABASE jepsen; \
+             CREATE TABLE {} (id BIGINT AUTO_INCREMENT PRIMARY KEY, client INT NOT NULL, seq BIGINT NOT NULL, KEY (client, seq)) ENGINE=InnoDB; \
+             CREATE USER '{APP_USER}'@'10.77.0.%' IDENTIFIED BY '{APP_PASSWORD}'; \
+             GRANT SELECT, INSERT ON jepsen.* TO '{APP_USER}'@'10.77.0.%'",
+            dbclient::TABLE
+        ),
+    )
+    .unwrap();
+    let cfg = c.config.to_str().unwrap().to_string();
+    let setup = c.lab.run("a", lab::keepup(), &["-c", &cfg, "db", "setup"]);
+    assert!(setup.is_ok(), "keepup db setup: {setup:?}");
+    c.start_all();
+    c.wait_acquired("a", Duration::from_secs(20));
+    Some(Site {
+        c,
+        servers,
+        dir,
+        log: Vec::new(),
+        reseeds: 0,
+    })
+}
+
+impl Site {
+    /// The node whose server is writable (admin check); None while none is.
+    fn primary_node(&self) -> Option<&'static str> {
+        NODES
+            .iter()
+            .find(|(_, _, ip)| {
+                sql(&self.c, ip, "SELECT @@GLOBAL.read_only")
+                    .map(|o| o.trim() == "0")
+                    .unwrap_or(false)
+            })
+            .map(|n| n.0)
+    }
+
+    fn note(&mut self, what: String) {
+        eprintln!("db-faults: {what}");
+        self.log.push(what);
+    }
+
+    /// Injects one fault; returns when its damage is done (the heal comes after).
+    fn inject(&mut self, fault: Fault) {
+        let Some(p) = self.primary_node() else {
+            self.note(format!("{fault:?}: skipped, no writable primary"));
+            return;
+        };
+        let others: Vec<&str> = NODES.iter().map(|n| n.0).filter(|n| *n != p).collect();
+        self.note(format!("{fault:?} (primary on {p})"));
+        match fault {
+            Fault::KillPrimaryServer => {
+                self.servers.get_mut(server_of(p)).unwrap().kill9();
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::KillPrimaryAgent => {
+                self.c.kill9(p);
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::PausePrimaryAgent => {
+                self.c.signal(p, "-STOP");
+                std::thread::sleep(Duration::from_secs(3));
+                self.c.signal(p, "-CONT");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Fault::PartitionPrimary => {
+                self.c.lab.partition(p, true).unwrap();
+                std::thread::sleep(Duration::from_secs(4));
+                self.c.lab.partition(p, false).unwrap();
+            }
+            Fault::HeartbeatOnlyCut => {
+                let o = others[0];
+                self.c.lab.block_udp_port(p, o, HEARTBEAT_PORT).unwrap();
+                self.c.lab.block_udp_port(o, p, HEARTBEAT_PORT).unwrap();
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::DatabaseOnlyCut => {
+                let o = others[1];
+                self.c.lab.block_tcp_port(p, o, 3306).unwrap();
+                self.c.lab.block_tcp_port(o, p, 3306).unwrap();
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::CutReplicaThenKillPrimary => {
+                // Cut the replica on the next-best node, so the agents' choice
+                // of node and the choice of server differ.
+                let o = others[0];
+                self.c.lab.block_tcp_port(p, o, 3306).unwrap();
+                self.c.lab.block_tcp_port(o, p, 3306).unwrap();
+                std::thread::sleep(Duration::from_secs(2));
+                self.servers.get_mut(server_of(p)).unwrap().kill9();
+                std::thread::sleep(Duration::from_secs(4));
+            }
+            Fault::PowerOffPrimary => {
+                self.c.lab.set_link(p, 0, false).unwrap();
+                self.c.kill9(p);
+                self.servers.get_mut(server_of(p)).unwrap().kill9();
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        }
+    }
+
+    /// Heals the lab as an operator would, until a writable primary takes
+    /// writes through the VIP and every server replicates again.
+    fn heal(&mut self) {
+        for (node, server, _) in NODES {
+            self.c.lab.unblock(node).unwrap();
+            let _ = self.c.lab.partition(node, false);
+            self.c.lab.set_link(node, 0, true).unwrap();
+            let s = self.servers.get_mut(server).unwrap();
+            if !s.running() {
+                s.restart().unwrap();
+            }
+            if !self.c.is_running(node) {
+                self.c.start(node);
+            }
+        }
+        let t0 = Instant::now();
+        loop {
+            let through_vip = sql(&self.c, WRITER, "SELECT @@GLOBAL.read_only")
+                .map(|o| o.trim() == "0")
+                .unwrap_or(false);
+            if through_vip {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "no writable primary behind {WRITER} 40 s after healing\n{}",
+                self.c.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Rejoin returned servers (and re-seed one whose history diverged:
+        // its transactions were never acknowledged, semi-sync AFTER_SYNC).
+        let cfg = self.c.config.to_str().unwrap().to_string();
+        let mut reseed: Vec<String> = Vec::new();
+        for attempt in 0..6 {
+            let p = self.primary_node().unwrap_or("a");
+            let mut args = vec!["-c", cfg.as_str(), "db", "setup"];
+            for r in &reseed {
+                args.push("--reseed");
+                args.push(r);
+            }
+            match self.c.lab.run(p, lab::keepup(), &args) {
+                Ok(_) => {
+                    if !reseed.is_empty() {
+                        self.reseeds += reseed.len();
+                        self.note(format!("re-seeded {reseed:?}"));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    let named: Vec<String> = text
+                        .split("--reseed ")
+                        .skip(1)
+                        .filter_map(|t| {
+                            t.split(|ch: char| !(ch.is_alphanumeric() || ch == '-'))
+                                .next()
+                                .map(str::to_string)
+                        })
+                        .filter(|n| NODES.iter().any(|x| x.1 == n))
+                        .collect();
+                    let diverged = text.contains("diverged") || text.contains("cannot_rejoin");
+                    if diverged {
+                        for n in named {
+                            if !reseed.contains(&n) {
+                                reseed.push(n);
+                            }
+                        }
+                    }
+                    if attempt == 5 {
+                        panic!(
+                            "keepup db setup keeps failing: {text}\n{}",
+                            self.c.all_logs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Waits until every server applied the primary's position.
+    fn converge(&self, primary: &str) {
+        let pos = sql(&self.c, ip_of(primary), "SELECT @@GLOBAL.gtid_binlog_pos").unwrap();
+        for (node, _, ip) in NODES {
+            if node == primary {
+                continue;
+            }
+            let r = sql(
+                &self.c,
+                ip,
+                &format!("SELECT MASTER_GTID_WAIT('{}', 30)", pos.trim()),
+            )
+            .unwrap();
+            assert_eq!(r.trim(), "0", "{node} did not reach {pos} within 30 s");
+        }
+    }
+}
+
+fn spawn_recorder(c: &mut lab::Cluster, args: &[String], out: &std::path::Path) -> usize {
+    let mut cmd = c.lab.command("client", lab::keepup()).unwrap();
+    cmd.args(args)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null());
+    c.lab.spawn(cmd).unwrap()
+}
+
+#[test]
+fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
+    let Some(mut s) = site("dbfaults") else {
+        return;
+    };
+    let rounds: usize = std::env::var("KEEPUP_DB_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let writes_file = s.dir.join("writes.jsonl");
+    let samples_file = s.dir.join("samples.jsonl");
+    let hours = "86400".to_string();
+    let s_args: Vec<String> = ["internal", "db-clients", "--target"]
+        .iter()
+        .map(|x| x.to_string())
+        .chain([
+            format!("{WRITER}:3306"),
+            "--user".into(),
+            APP_USER.into(),
+            "--password".into(),
+            APP_PASSWORD.into(),
+            "--clients".into(),
+            "3".into(),
+            "--duration-s".into(),
+            hours.clone(),
+        ])
+        .collect();
+    let writers = spawn_recorder(&mut s.c, &s_args, &writes_file);
+    let mut sample_args: Vec<String> = vec!["internal".into(), "db-sample".into()];
+    for (_, server, ip) in NODES {
+        sample_args.push("--server".into());
+        sample_args.push(format!("{server}={ip}:3306"));
+    }
+    sample_args.extend([
+        "--user".into(),
+        APP_USER.into(),
+        "--password".into(),
+        APP_PASSWORD.into(),
+        "--duration-s".into(),
+        hours,
+    ]);
+    let sampler = spawn_recorder(&mut s.c, &sample_args, &samples_file);
+    let t_run = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..rounds {
+        for f in FAULTS {
+            let t0 = Instant::now();
+            s.inject(f);
+            s.heal();
+            s.note(format!(
+                "round {round}: {f:?} healed after {:?}",
+                t0.elapsed()
+            ));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = s.c.lab.child(writers).kill();
+    let _ = s.c.lab.child(writers).wait();
+    let _ = s.c.lab.child(sampler).kill();
+    let _ = s.c.lab.child(sampler).wait();
+
+    let primary = s.primary_node().expect("a primary at the end");
+    s.converge(primary);
+    let writes = dbclient::parse_writes(&std::fs::read_to_string(&writes_file).unwrap()).unwrap();
+    let samples =
+        dbclient::parse_samples(&std::fs::read_to_string(&samples_file).unwrap()).unwrap();
+    let rows: Vec<dbcheck::Row> = sql(
+        &s.c,
+        ip_of(primary),
+        &format!("SELECT client, seq, id FROM {}", dbclient::TABLE),
+    )
+    .unwrap()
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split('\t').collect();
+        Some(dbcheck::Row {
+            client: f.first()?.parse().ok()?,
+            seq: f.get(1)?.parse().ok()?,
+            id: f.get(2)?.parse().ok()?,
+        })
+    })
+    .collect();
+    let mut sums = BTreeMap::new();
+    for (_, server, ip) in NODES {
+        let out = sql(
+            &s.c,
+            ip,
+            &format!("CHECKSUM TABLE {} EXTENDED", dbclient::TABLE),
+        )
+        .unwrap();
+        let sum = out.split('\t').nth(1).unwrap_or("").trim().to_string();
+        sums.insert(server.to_string(), sum);
+    }
+    let v = dbcheck::check(&writes, &rows, &samples, &sums, server_of(primary));
+    let summary = format!(
+        "db-faults: {} rounds of {} faults in {:.0} s: {} acknowledged, {} indeterminate, {} rows on {}, {} samples, {} re-seeds; lost {}, reordered {}, duplicated {}, diverged {:?}, two writable {:?}",
+        rounds,
+        FAULTS.len(),
+        t_run.elapsed().as_secs_f64(),
+        v.acked,
+        v.indeterminate,
+        rows.len(),
+        server_of(primary),
+        v.samples,
+        s.reseeds,
+        v.lost.len(),
+        v.reordered.len(),
+        v.duplicated.len(),
+        v.diverged,
+        v.two_writable,
+    );
+    eprintln!("{summary}");
+    if let Ok(path) = std::env::var("KEEPUP_DB_FAULT_REPORT") {
+        let _ = std::fs::write(path, format!("{summary}\n{}\n", s.log.join("\n")));
+    }
+    assert!(
+        v.ok(),
+        "{summary}\nlost (first 20): {:?}\nreordered (first 20): {:?}\n{}",
+        &v.lost[..v.lost.len().min(20)],
+        &v.reordered[..v.reordered.len().min(20)],
+        s.c.all_logs()
+    );
+    assert!(
+        v.acked > 100,
+        "the clients got too few writes through to prove anything: {summary}"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
