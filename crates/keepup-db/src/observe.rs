@@ -104,6 +104,12 @@ pub struct ServerStatus {
     /// Seconds its data is behind the primary, from keepup's heartbeat row
     /// (falls back to `Seconds_Behind_Master` before the first heartbeat).
     pub lag_seconds: Option<f64>,
+    /// Transactions the primary had when the observation began that this
+    /// replica had still not *received* (Gtid_IO_Pos) after the heartbeat
+    /// wait: coverage compared over time, so an IO thread that says "Yes"
+    /// while its dump thread sends nothing shows. None: not measured (it
+    /// applied the heartbeat, or it is no replica).
+    pub not_received: Option<u64>,
     /// Semi-sync state.
     pub semi_sync: SemiSync,
     /// GTIDs it wrote itself although it is a replica.
@@ -211,6 +217,7 @@ fn down(server: &DbServer, error: String) -> ServerStatus {
         gtid_current_pos: String::new(),
         replication: None,
         lag_seconds: None,
+        not_received: None,
         semi_sync: SemiSync::default(),
         errant_gtids: Vec::new(),
     }
@@ -291,6 +298,7 @@ pub(crate) async fn probe_conn(
         gtid_current_pos: t(6).unwrap_or_default(),
         replication: None,
         lag_seconds: None,
+        not_received: None,
         semi_sync: SemiSync {
             master_enabled: yes(t(7)),
             slave_enabled: yes(t(8)),
@@ -458,6 +466,13 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         }
     }
     let primary_beat_written = beat.is_some();
+    // What the primary had before the heartbeat: every replica should have
+    // received it by the end of the heartbeat wait.
+    let primary_had = primary
+        .as_ref()
+        .and_then(|p| servers.iter().find(|s| &s.name == p))
+        .and_then(|s| GtidPos::parse(&s.gtid_binlog_pos).ok())
+        .unwrap_or_default();
     const HEARTBEAT_WAIT_S: f64 = 0.25;
     for (idx, s) in servers.iter_mut().enumerate() {
         let (Some(db), Some(r)) = (conns[idx].as_mut(), s.replication.as_ref()) else {
@@ -479,6 +494,18 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                     s.lag_seconds = Some(at.elapsed().as_secs_f64());
                     continue;
                 }
+            }
+            // Not applied in time: has it at least received what the
+            // primary had before the wait began?
+            if let Ok(Ok(Some(row))) =
+                tokio::time::timeout(t, db.row("reading SHOW SLAVE STATUS", "SHOW SLAVE STATUS"))
+                    .await
+            {
+                let io = crate::conn::col(&row, "Gtid_IO_Pos").unwrap_or_default();
+                let received = GtidPos::parse(&io)
+                    .unwrap_or_default()
+                    .merge(&GtidPos::parse(&s.gtid_slave_pos).unwrap_or_default());
+                s.not_received = Some(crate::plan::transactions_missing(&received, &primary_had));
             }
         }
         let sql = format!(
@@ -611,6 +638,16 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                     "lag unknown: keepup's heartbeat row from the primary has not arrived (its IO thread may wait on a dump thread that sends nothing)".into(),
                     "compare its Gtid_IO_Pos with the primary's gtid_binlog_pos; restart its IO thread (STOP SLAVE IO_THREAD; START SLAVE IO_THREAD); do not fail over to it until it has the heartbeat",
                 ));
+            }
+            if let Some(n) = s.not_received.filter(|n| *n > 0) {
+                if r.io_running == "Yes" {
+                    problems.push(Problem::new(
+                        Some(&s.name),
+                        "not_receiving",
+                        format!("its IO thread says Yes but it had not received {n} transaction(s) the primary wrote at least {HEARTBEAT_WAIT_S} s earlier (Gtid_IO_Pos behind the primary's gtid_binlog_pos)"),
+                        "restart its IO thread (STOP SLAVE IO_THREAD; START SLAVE IO_THREAD) and check the network to the primary; keepup will not fail over to it while it lacks them",
+                    ));
+                }
             }
             if let Some(lag) = s.lag_seconds.filter(|l| *l > 30.0) {
                 problems.push(Problem::new(
@@ -864,6 +901,11 @@ pub fn prometheus(status: &DbStatus, out: &mut String) {
         per(&|s| s.lag_seconds),
     );
     metric(
+        "keepup_db_replication_not_received",
+        "Transactions the primary had that the replica had not received a heartbeat wait later.",
+        per(&|s| s.not_received.map(|n| n as f64)),
+    );
+    metric(
         "keepup_db_replication_io_running",
         "1 when the replica IO thread runs.",
         per(&|s| s.replication.as_ref().map(|r| b(r.io_running == "Yes"))),
@@ -934,10 +976,13 @@ pub fn render(status: &DbStatus) -> String {
                 )
             })
             .unwrap_or_default();
-        let lag = s
+        let mut lag = s
             .lag_seconds
             .map(|l| format!("lag {l:.3}s"))
             .unwrap_or_default();
+        if let Some(n) = s.not_received.filter(|n| *n > 0) {
+            lag.push_str(&format!(" not-received {n}"));
+        }
         let _ = writeln!(
             o,
             "  {:<12} {:<22} {:<8} id={} ro={} gtid={} {} {}{}",

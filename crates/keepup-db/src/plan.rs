@@ -224,6 +224,22 @@ pub fn errant_gtids(binlog: &GtidPos, slave: &GtidPos, own_server_id: u32) -> Ve
         .collect()
 }
 
+/// How many transactions of `wanted` `have` lacks: per domain, the
+/// sequence numbers it is behind (a domain it lacks counts whole; the same
+/// sequence number from another server counts one, a diverged history).
+pub fn transactions_missing(have: &GtidPos, wanted: &GtidPos) -> u64 {
+    wanted
+        .0
+        .values()
+        .map(|w| match have.0.get(&w.domain) {
+            None => w.seq,
+            Some(h) if h.seq < w.seq => w.seq - h.seq,
+            Some(h) if h.seq == w.seq && h.server_id != w.server_id => 1,
+            Some(_) => 0,
+        })
+        .sum()
+}
+
 /// Is it safe to let a returning old primary replicate from the new one?
 /// `returning` is its `@@gtid_binlog_pos`; `recorded` is what the new primary
 /// had applied from it when it was promoted. Safe only if the old primary
@@ -372,6 +388,26 @@ mod tests {
         // Same seq from another server: diverged histories.
         assert!(!p("0-2-10").covers(&p("0-1-10")));
         assert!(p("0-1-1").covers(&p("")));
+    }
+
+    #[test]
+    fn transactions_missing_counts_per_domain() {
+        let cases = [
+            ("0-1-10", "0-1-10", 0),
+            ("0-1-12", "0-1-10", 0),
+            ("0-1-7", "0-1-10", 3),
+            ("", "0-1-10,1-2-5", 15),
+            ("0-1-10", "0-1-10,1-2-5", 5),
+            ("0-2-10", "0-1-10", 1),
+            ("0-1-3", "", 0),
+        ];
+        for (have, wanted, n) in cases {
+            assert_eq!(
+                transactions_missing(&p(have), &p(wanted)),
+                n,
+                "{have} vs {wanted}"
+            );
+        }
     }
 
     #[test]

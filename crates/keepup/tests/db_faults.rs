@@ -249,7 +249,30 @@ impl Site {
                 let o = others[1];
                 self.c.lab.block_tcp_port(p, o, 3306).unwrap();
                 self.c.lab.block_tcp_port(o, p, 3306).unwrap();
-                std::thread::sleep(Duration::from_secs(3));
+                std::thread::sleep(Duration::from_millis(1500));
+                // Issue #10, "a replica that receives nothing shown healthy":
+                // its IO thread still says Yes (no timeout yet), but status
+                // seen from the third node says what it has not received.
+                let st = self.db_status(others[0]);
+                let cut = st["servers"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|x| x["name"] == server_of(o)))
+                    .cloned()
+                    .unwrap_or_default();
+                let flagged = st["problems"].as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|x| x["kind"] == "not_receiving" && x["server"] == server_of(o))
+                });
+                assert!(
+                    cut["not_received"].as_u64().unwrap_or(0) > 0 && flagged,
+                    "a replica cut from the primary must show what it lacks: {st}"
+                );
+                self.note(format!(
+                    "{} cut: not_received {} and a not_receiving problem",
+                    server_of(o),
+                    cut["not_received"]
+                ));
+                std::thread::sleep(Duration::from_millis(1500));
             }
             Fault::CutReplicaThenKillPrimary => {
                 // Cut the replica on the next-best node, so the agents' choice
@@ -268,6 +291,31 @@ impl Site {
                 std::thread::sleep(Duration::from_secs(3));
             }
         }
+    }
+
+    /// `keepup db status --json` run on `node` (exit 2 on problems is fine).
+    fn db_status(&self, node: &str) -> serde_json::Value {
+        let out = self
+            .c
+            .lab
+            .command(node, lab::keepup())
+            .unwrap()
+            .args([
+                "-c",
+                self.c.config.to_str().unwrap(),
+                "db",
+                "status",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "db status on {node}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// Heals the lab as an operator would, until a writable primary takes
