@@ -148,6 +148,19 @@ pub struct PromotionPlan {
 /// covers all others (possible with several domains), the one with the
 /// highest total is chosen and told to catch up from the others.
 pub fn plan_promotion(cands: &[Candidate]) -> Result<PromotionPlan, String> {
+    plan_promotion_onto(cands, None)
+}
+
+/// [`plan_promotion`], but when `here` (the server on the node that holds
+/// the primary role) is eligible it is the winner, told to catch up from
+/// every server holding more (as MHA applies the latest replica's relay
+/// log to the chosen one). So a failover does not promote a server on
+/// another node, which would make this node's start fail and move the role
+/// again, waiting out that node's back-off if it failed recently.
+pub fn plan_promotion_onto(
+    cands: &[Candidate],
+    here: Option<&str>,
+) -> Result<PromotionPlan, String> {
     let mut excluded = Vec::new();
     let mut eligible: Vec<&Candidate> = Vec::new();
     for c in cands {
@@ -174,6 +187,14 @@ pub fn plan_promotion(cands: &[Candidate]) -> Result<PromotionPlan, String> {
                 .join("; ")
         ));
     }
+    if let Some(w) = here.and_then(|h| eligible.iter().find(|c| c.name == h)) {
+        let catch_up_from = catch_up_sources(cands, w);
+        return Ok(PromotionPlan {
+            winner: w.name.clone(),
+            catch_up_from,
+            excluded,
+        });
+    }
     // A server that covers everyone wins outright; among those, config order.
     let covering = eligible
         .iter()
@@ -196,16 +217,22 @@ pub fn plan_promotion(cands: &[Candidate]) -> Result<PromotionPlan, String> {
             .copied()
             .ok_or("no eligible replica")?,
     };
-    let catch_up_from = cands
-        .iter()
-        .filter(|o| o.name != winner.name && !o.errant && !winner.received.covers(&o.received))
-        .map(|o| o.name.clone())
-        .collect();
     Ok(PromotionPlan {
         winner: winner.name.clone(),
-        catch_up_from,
+        catch_up_from: catch_up_sources(cands, winner),
         excluded,
     })
+}
+
+/// Servers holding transactions `winner` lacks (errant ones never count),
+/// most advanced first: catching up from the first usually covers the rest.
+fn catch_up_sources(cands: &[Candidate], winner: &Candidate) -> Vec<String> {
+    let mut from: Vec<&Candidate> = cands
+        .iter()
+        .filter(|o| o.name != winner.name && !o.errant && !winner.received.covers(&o.received))
+        .collect();
+    from.sort_by_key(|c| std::cmp::Reverse(c.received.weight()));
+    from.into_iter().map(|o| o.name.clone()).collect()
 }
 
 /// Transactions a replica wrote itself: GTIDs in its binlog that it did not
@@ -408,6 +435,44 @@ mod tests {
                 "{have} vs {wanted}"
             );
         }
+    }
+
+    #[test]
+    fn promotes_the_holders_server_after_catching_up() {
+        let c = || {
+            [
+                cand("b", "0-1-100", 0),
+                cand("c", "0-1-105", 1),
+                cand("d", "0-1-103", 2),
+            ]
+        };
+        // The holder's server lags: it wins and catches up from the most
+        // advanced first.
+        let plan = plan_promotion_onto(&c(), Some("b")).expect("plan");
+        assert_eq!(plan.winner, "b");
+        assert_eq!(plan.catch_up_from, vec!["c".to_string(), "d".to_string()]);
+        // Already the most advanced: nothing to catch up.
+        let plan = plan_promotion_onto(&c(), Some("c")).expect("plan");
+        assert_eq!((plan.winner.as_str(), plan.catch_up_from.len()), ("c", 0));
+        // Not eligible (errant, no_promote, stopped SQL thread) or unknown:
+        // the usual choice.
+        let mut list = c();
+        list[0].no_promote = true;
+        assert_eq!(
+            plan_promotion_onto(&list, Some("b")).expect("plan").winner,
+            "c"
+        );
+        list[0].no_promote = false;
+        list[0].errant = true;
+        assert_eq!(
+            plan_promotion_onto(&list, Some("b")).expect("plan").winner,
+            "c"
+        );
+        assert_eq!(
+            plan_promotion_onto(&c(), Some("zz")).expect("plan").winner,
+            "c"
+        );
+        assert_eq!(plan_promotion_onto(&c(), None), plan_promotion(&c()));
     }
 
     #[test]

@@ -65,17 +65,36 @@ fn emit(line: serde_json::Value) {
     let _ = out.flush();
 }
 
-/// Runs `clients` concurrent writers against `target` for `duration`, one
-/// autocommit insert at a time each, `pause` between inserts. A statement
-/// that fails or takes longer than `timeout` is recorded unacknowledged and
-/// its connection dropped (the commit may still happen: indeterminate).
-pub async fn run_clients(
-    target: Target,
-    clients: u32,
-    duration: Duration,
-    pause: Duration,
-    timeout: Duration,
-) {
+/// How a client behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Concurrent clients.
+    pub clients: u32,
+    /// How long to run.
+    pub duration: Duration,
+    /// Pause between one client's inserts.
+    pub pause: Duration,
+    /// An insert unanswered after this is recorded unacknowledged.
+    pub timeout: Duration,
+    /// A connection attempt unanswered after this is retried (as a pool
+    /// would): a SYN lost while the writer address moves otherwise costs
+    /// TCP's 1 s retransmission timeout, which is the client's, not the
+    /// failover's.
+    pub connect_timeout: Duration,
+}
+
+/// Runs concurrent writers against `target`, one autocommit insert at a
+/// time each. A statement that fails or times out is recorded
+/// unacknowledged and its connection dropped (the commit may still happen:
+/// indeterminate).
+pub async fn run_clients(target: Target, o: ClientOptions) {
+    let ClientOptions {
+        clients,
+        duration,
+        pause,
+        timeout,
+        connect_timeout,
+    } = o;
     let end = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -85,7 +104,7 @@ pub async fn run_clients(
             let mut seq: u64 = 0;
             while tokio::time::Instant::now() < end {
                 if conn.is_none() {
-                    match connect(&t, timeout).await {
+                    match connect(&t, connect_timeout).await {
                         Ok(c) => conn = Some(c),
                         Err(_) => {
                             tokio::time::sleep(pause).await;

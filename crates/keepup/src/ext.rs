@@ -408,7 +408,7 @@ impl DbPrimary {
     }
     async fn promote(&self, dead: &str) -> Result<(), keepup_resource::ResourceError> {
         // do_start has just seen `dead` not answer within the probe cap.
-        let r = keepup_db::promote_after_failure_seen_down(&self.section, dead)
+        let r = keepup_db::promote_after_failure_seen_down(&self.section, dead, Some(&self.server))
             .await
             .map_err(|e| self.err("start", format!("promotion after {dead} died: {e}")))?;
         tracing::info!(

@@ -341,10 +341,11 @@ fn heartbeat_only_cut_between_database_nodes_moves_nothing() {
     c.lab.block_udp_port("a", "b", 7946).unwrap();
     c.lab.block_udp_port("b", "a", 7946).unwrap();
     let t0 = Instant::now();
-    let mut writes = 0;
+    let (mut writes, mut failed) = (0, Vec::new());
     while t0.elapsed() < Duration::from_secs(4) {
-        if sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (2000)").is_ok() {
-            writes += 1;
+        match sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (2000)") {
+            Ok(_) => writes += 1,
+            Err(e) => failed.push(e.to_string()),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -354,7 +355,12 @@ fn heartbeat_only_cut_between_database_nodes_moves_nothing() {
     let g = &st["cluster"]["groups"][0];
     assert_eq!(g["owner"], "a", "{st}");
     assert_eq!(g["epoch"], epoch, "no new acquisition: {st}");
-    assert!(writes >= 30, "writes went on during the cut ({writes})");
+    // Every write during the cut succeeded (how many fit in 4 s depends
+    // on the machine's load: not asserted beyond "some").
+    assert!(
+        failed.is_empty() && writes >= 5,
+        "writes went on during the cut: {writes} ok, failed {failed:?}"
+    );
     assert_eq!(
         sql(&c, "10.77.0.1", "SELECT @@read_only").unwrap().trim(),
         "0"

@@ -14,8 +14,13 @@
 //! final primary, each client's rows in commit order, the servers converge
 //! (same checksum), and at no sampled stretch were two servers writable.
 //!
-//! `KEEPUP_DB_FAULT_ROUNDS=N` runs the fault list N times (bench/db.sh runs
-//! the long version); the default, one round, is the short run in `cargo test`.
+//! One round of every fault is the short run in `cargo test` (~1 minute).
+//! `bench/db.sh` runs the long one through the same code:
+//! `KEEPUP_DB_FAULT_ROUNDS=N` repeats the list, `KEEPUP_DB_FAULTS=A,B` picks
+//! faults, `KEEPUP_DB_SEMI_SYNC=relaxed` runs relaxed semi-sync (500 ms
+//! timeout; lost writes are then counted, not failed), and
+//! `KEEPUP_DB_FAULT_REPORT=FILE` writes per-fault write gaps and the
+//! checker's totals as JSON lines.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,9 +64,14 @@ enum Fault {
     CutReplicaThenKillPrimary,
     /// The primary's node loses power: link down, agent and mariadbd dead.
     PowerOffPrimary,
+    /// Every replica cut from the primary's database for 3 s (longer than
+    /// the relaxed mode's semi-sync timeout), then the primary's mariadbd
+    /// killed. Strict mode: writes block, none acknowledged is lost.
+    /// Relaxed: writes acknowledged after the timeout are lost (counted).
+    CutAllReplicasThenKillPrimary,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
     Fault::HeartbeatOnlyCut,
     Fault::KillPrimaryServer,
     Fault::DatabaseOnlyCut,
@@ -69,8 +79,36 @@ const FAULTS: [Fault; 8] = [
     Fault::CutReplicaThenKillPrimary,
     Fault::KillPrimaryAgent,
     Fault::PartitionPrimary,
+    Fault::CutAllReplicasThenKillPrimary,
     Fault::PowerOffPrimary,
 ];
+
+/// The faults to run: `KEEPUP_DB_FAULTS=KillPrimaryServer,PowerOffPrimary`
+/// (names as in [`Fault`]) or all of them.
+fn faults_wanted() -> Vec<Fault> {
+    match std::env::var("KEEPUP_DB_FAULTS") {
+        Ok(list) if !list.trim().is_empty() => {
+            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+            for w in &wanted {
+                assert!(
+                    FAULTS.iter().any(|f| format!("{f:?}") == *w),
+                    "KEEPUP_DB_FAULTS: unknown fault {w:?}; known: {FAULTS:?}"
+                );
+            }
+            FAULTS
+                .into_iter()
+                .filter(|f| wanted.contains(&format!("{f:?}").as_str()))
+                .collect()
+        }
+        _ => FAULTS.to_vec(),
+    }
+}
+
+/// Relaxed semi-sync (`KEEPUP_DB_SEMI_SYNC=relaxed`, 500 ms timeout): the
+/// benchmark's comparison run, where acknowledged writes may be lost.
+fn relaxed() -> bool {
+    std::env::var("KEEPUP_DB_SEMI_SYNC").is_ok_and(|v| v == "relaxed")
+}
 
 struct Site {
     c: lab::Cluster,
@@ -145,8 +183,13 @@ fn site(test: &str) -> Option<Site> {
     let creds = dir.join("admin.cnf");
     local_server::write_credentials_file(&creds).unwrap();
     let mut database = format!(
-        "[database]\ntopology = \"master-slave\"\npreferred_primary = \"db-a\"\nsemi_sync = true\n\
+        "[database]\ntopology = \"master-slave\"\npreferred_primary = \"db-a\"\nsemi_sync = true\n{}\
          admin_credentials_file = \"{}\"\nreplication_password_file = \"{}\"\nconnect_timeout_ms = 500\n\n",
+        if relaxed() {
+            "semi_sync_relaxed = true\nsemi_sync_timeout_ms = 500\n"
+        } else {
+            ""
+        },
         creds.display(),
         dir.join("repl.password").display()
     );
@@ -282,6 +325,18 @@ impl Site {
                 self.c.lab.block_tcp_port(o, p, 3306).unwrap();
                 std::thread::sleep(Duration::from_secs(2));
                 self.servers.get_mut(server_of(p)).unwrap().kill9();
+                std::thread::sleep(Duration::from_secs(4));
+            }
+            Fault::CutAllReplicasThenKillPrimary => {
+                for o in &others {
+                    self.c.lab.block_tcp_port(p, o, 3306).unwrap();
+                    self.c.lab.block_tcp_port(o, p, 3306).unwrap();
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                self.servers.get_mut(server_of(p)).unwrap().kill9();
+                for o in &others {
+                    self.c.lab.unblock(o).unwrap();
+                }
                 std::thread::sleep(Duration::from_secs(4));
             }
             Fault::PowerOffPrimary => {
@@ -469,11 +524,15 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
     let sampler = spawn_recorder(&mut s.c, &sample_args, &samples_file);
     let t_run = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
+    let faults = faults_wanted();
+    let mut windows: Vec<(Fault, u128, u128)> = Vec::new();
     for round in 0..rounds {
-        for f in FAULTS {
+        for &f in &faults {
             let t0 = Instant::now();
+            let start = dbclient::monotonic_ns();
             s.inject(f);
             s.heal();
+            windows.push((f, start, dbclient::monotonic_ns()));
             s.note(format!(
                 "round {round}: {f:?} healed after {:?}",
                 t0.elapsed()
@@ -521,9 +580,10 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
     }
     let v = dbcheck::check(&writes, &rows, &samples, &sums, server_of(primary));
     let summary = format!(
-        "db-faults: {} rounds of {} faults in {:.0} s: {} acknowledged, {} indeterminate, {} rows on {}, {} samples, {} re-seeds; lost {}, reordered {}, duplicated {}, diverged {:?}, two writable {:?}",
+        "db-faults ({} semi-sync): {} rounds of {} faults in {:.0} s: {} acknowledged, {} indeterminate, {} rows on {}, {} samples, {} re-seeds; lost {}, reordered {}, duplicated {}, diverged {:?}, two writable {:?}",
+        if relaxed() { "relaxed" } else { "strict" },
         rounds,
-        FAULTS.len(),
+        faults.len(),
         t_run.elapsed().as_secs_f64(),
         v.acked,
         v.indeterminate,
@@ -538,14 +598,64 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
         v.two_writable,
     );
     eprintln!("{summary}");
+    if std::env::var_os("KEEPUP_SHOW_LOGS").is_some() {
+        eprintln!("{}", s.c.all_logs());
+    }
+    // Per fault: the longest stretch without an acknowledged write that
+    // overlaps the fault (as the clients saw it), and writes lost whose
+    // insert was sent during it.
+    let mut acks: Vec<u128> = writes
+        .iter()
+        .filter(|w| w.acked)
+        .map(|w| w.answered)
+        .collect();
+    acks.sort_unstable();
+    let lost: std::collections::BTreeSet<(u32, u64)> = v.lost.iter().copied().collect();
+    let mut report = Vec::new();
+    for (f, from, to) in &windows {
+        let gap = acks
+            .windows(2)
+            .filter(|p| p[1] > *from && p[0] < *to)
+            .map(|p| p[1] - p[0])
+            .max()
+            .unwrap_or(to - from);
+        let lost_here = writes
+            .iter()
+            .filter(|w| w.sent >= *from && w.sent < *to && lost.contains(&(w.client, w.seq)))
+            .count();
+        let line = serde_json::json!({
+            "fault": format!("{f:?}"),
+            "semi_sync": if relaxed() { "relaxed" } else { "strict" },
+            "write_gap_ms": gap as f64 / 1e6,
+            "lost": lost_here,
+        });
+        eprintln!("db-faults: {line}");
+        report.push(line.to_string());
+    }
     if let Ok(path) = std::env::var("KEEPUP_DB_FAULT_REPORT") {
-        let _ = std::fs::write(path, format!("{summary}\n{}\n", s.log.join("\n")));
+        let total = serde_json::json!({
+            "summary": summary,
+            "semi_sync": if relaxed() { "relaxed" } else { "strict" },
+            "acked": v.acked, "indeterminate": v.indeterminate, "lost": v.lost.len(),
+            "reordered": v.reordered.len(), "duplicated": v.duplicated.len(),
+            "diverged": v.diverged.len(), "two_writable": v.two_writable.len(),
+            "samples": v.samples, "reseeds": s.reseeds, "seconds": t_run.elapsed().as_secs_f64(),
+        });
+        report.push(total.to_string());
+        std::fs::write(&path, report.join("\n") + "\n").unwrap();
+    }
+    // Relaxed mode may lose acknowledged writes (that is its documented
+    // cost, counted above); everything else holds in both modes.
+    let mut must = v.clone();
+    if relaxed() {
+        must.lost.clear();
     }
     assert!(
-        v.ok(),
-        "{summary}\nlost (first 20): {:?}\nreordered (first 20): {:?}\n{}",
+        must.ok(),
+        "{summary}\nlost (first 20): {:?}\nreordered (first 20): {:?}\n{}\n{}",
         &v.lost[..v.lost.len().min(20)],
         &v.reordered[..v.reordered.len().min(20)],
+        s.log.join("\n"),
         s.c.all_logs()
     );
     assert!(

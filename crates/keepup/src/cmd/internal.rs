@@ -64,6 +64,9 @@ pub enum Internal {
         /// An insert unanswered after this many ms is recorded unacknowledged.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// A connection attempt unanswered after this many ms is retried.
+        #[arg(long, default_value_t = 250)]
+        connect_timeout_ms: u64,
     },
     /// Samples each server's read_only; prints one JSON line per answer.
     DbSample {
@@ -191,20 +194,21 @@ pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
             duration_s,
             pause_ms,
             timeout_ms,
+            connect_timeout_ms,
         } => rt.block_on(async move {
             let t = keepup_testkit::dbclient::Target {
                 address: target,
                 user,
                 password,
             };
-            keepup_testkit::dbclient::run_clients(
-                t,
+            let o = keepup_testkit::dbclient::ClientOptions {
                 clients,
-                Duration::from_secs_f64(duration_s),
-                Duration::from_millis(pause_ms),
-                Duration::from_millis(timeout_ms),
-            )
-            .await;
+                duration: Duration::from_secs_f64(duration_s),
+                pause: Duration::from_millis(pause_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                connect_timeout: Duration::from_millis(connect_timeout_ms),
+            };
+            keepup_testkit::dbclient::run_clients(t, o).await;
             Ok(ExitCode::SUCCESS)
         }),
         Internal::DbSample {
