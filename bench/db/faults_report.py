@@ -9,6 +9,9 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from section import replace_section  # noqa: E402
+
 bench_md, noise = sys.argv[1], sys.argv[2]
 files = sys.argv[3:]
 
@@ -107,17 +110,5 @@ lines.append(
 )
 lines.append("")
 section = "\n".join(lines) + "\n"
-text = open(bench_md).read() if os.path.exists(bench_md) else "# Benchmarks\n\n"
-start = text.find("## Database faults through the agents")
-if start < 0:
-    anchor = text.find("## Cluster failover")
-    if anchor < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = text[:anchor] + section + "\n" + text[anchor:]
-else:
-    nxt = text.find("\n## ", start + 3)
-    end = len(text) if nxt < 0 else nxt + 1
-    text = text[:start] + section + ("\n" if nxt >= 0 else "") + text[end:]
-open(bench_md, "w").write(text)
+replace_section(bench_md, "Database faults through the agents", section, before="Cluster failover")
 print(section)

@@ -463,6 +463,13 @@ async fn promote(
         else {
             continue;
         };
+        // Covered already (catching up from a more advanced one did it):
+        // skip, so a source that cannot apply its relay log is not needed.
+        let have =
+            GtidPos::parse(&probes[widx].db.global("gtid_binlog_pos").await?).unwrap_or_default();
+        if have.covers(&probes[oi].received) {
+            continue;
+        }
         let orecv = probes[oi].received.to_string();
         apply_relay_log(&mut probes[oi].db, &orecv, timeout).await?;
         // What it really has (a partial last transaction is not in its binlog).

@@ -502,9 +502,12 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                     .await
             {
                 let io = crate::conn::col(&row, "Gtid_IO_Pos").unwrap_or_default();
+                // Its own binlog too: master-master, the primary's position
+                // holds this server's own domain, never in its slave position.
                 let received = GtidPos::parse(&io)
                     .unwrap_or_default()
-                    .merge(&GtidPos::parse(&s.gtid_slave_pos).unwrap_or_default());
+                    .merge(&GtidPos::parse(&s.gtid_slave_pos).unwrap_or_default())
+                    .merge(&GtidPos::parse(&s.gtid_binlog_pos).unwrap_or_default());
                 s.not_received = Some(crate::plan::transactions_missing(&received, &primary_had));
             }
         }
@@ -703,9 +706,9 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
                 // another server: an old primary that came back writable
                 // (possibly replicating again, in master-master). Fence it.
                 let fenced = match conns[idx].as_mut() {
-                    Some(db) => db
-                        .exec("setting read_only", "SET GLOBAL read_only = ON")
+                    Some(db) => crate::switchover::fence(section, db, true)
                         .await
+                        .map(|_| ())
                         .map_err(|e| e.to_string()),
                     None => Err("no connection to it".to_string()),
                 };

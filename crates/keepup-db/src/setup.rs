@@ -809,9 +809,10 @@ pub async fn setup_with(
     // dump thread stayed "Waiting to finalize termination" (its removal
     // from the just-started ack receiver never completed), the new dump
     // thread waited for it, and the second master's SQL thread waited for
-    // a semi-sync ACK for ever (1 setup in ~13 timed out here). Commits in
-    // between wait only until the first replica connects, moments later.
-    let mut enabled_now = Vec::new();
+    // a semi-sync ACK for ever (1 setup in ~13 timed out here). A replica
+    // connected already is paused around the switch instead (its dump
+    // thread was no semi-sync one, so its end involves no ack receiver).
+    // Commits in between wait only until the first replica connects.
     for i in 0..section.server.len() {
         let x = &f[i];
         let db = &mut conns[i];
@@ -852,11 +853,41 @@ pub async fn setup_with(
         }
         if want != x.st.semi_sync.master_enabled {
             let on = if want { "ON" } else { "OFF" };
+            // Replicas connected already re-register only by reconnecting:
+            // their IO threads stop before the primary side turns on (no
+            // dump thread dies while the new ack receiver starts) and start
+            // again after it.
+            let name = section.server[i].name.clone();
+            let connected: Vec<usize> = (0..section.server.len())
+                .filter(|j| {
+                    *j != i
+                        && f[*j].st.replication.as_ref().is_some_and(|r| {
+                            r.source_server.as_deref() == Some(name.as_str())
+                                && r.io_running != "No"
+                        })
+                })
+                .collect();
+            if want {
+                for &j in &connected {
+                    let _ = conns[j]
+                        .exec("pausing the IO thread", "STOP SLAVE IO_THREAD")
+                        .await;
+                }
+            }
+            let db = &mut conns[i];
             db.exec(
                 "setting semi-sync (primary side)",
                 &format!("SET GLOBAL rpl_semi_sync_master_enabled = {on}"),
             )
             .await?;
+            if want {
+                for &j in &connected {
+                    let _ = conns[j]
+                        .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                        .await;
+                }
+            }
+            let db = &mut conns[i];
             changes.push(format!(
                 "{}: rpl_semi_sync_master_enabled = {on}",
                 db.server
@@ -865,9 +896,6 @@ pub async fn setup_with(
                 "{}: rpl_semi_sync_master_enabled = {on}",
                 db.server
             ));
-            if want {
-                enabled_now.push(i);
-            }
         }
     }
 
@@ -1099,35 +1127,42 @@ pub async fn setup_with(
         }
     }
 
-    // 6. Replicas that were connected to a master before its primary side
-    // (or their own replica side) was enabled re-register as semi-sync
-    // clients: restart their IO threads, after a pause that lets a new ack
-    // receiver start (see 4b).
-    for &i in &enabled_now {
-        let name = section.server[i].name.as_str();
-        for j in (0..section.server.len()).filter(|j| *j != i) {
-            let was_connected =
-                f[j].st.replication.as_ref().is_some_and(|r| {
-                    r.source_server.as_deref() == Some(name) && r.io_running == "Yes"
-                });
-            if was_connected && !restarts.contains(&j) {
-                restarts.push(j);
-            }
-        }
+    // 6. Replicas whose own replica side was just enabled re-register as
+    // semi-sync clients: restart their IO threads (the primary side was
+    // enabled before they connected, see 4b).
+    let failed_names: Vec<String> = failed.iter().filter_map(|p| p.server.clone()).collect();
+    restarts.retain(|j| !failed_names.contains(&section.server[*j].name));
+    for j in restarts {
+        let _ = conns[j]
+            .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
+            .await;
+        let _ = conns[j]
+            .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+            .await;
     }
-    if !restarts.is_empty() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for j in restarts {
-            conns[j]
-                .exec("restarting the IO thread", "STOP SLAVE IO_THREAD")
-                .await?;
-            conns[j]
-                .exec("restarting the IO thread", "START SLAVE IO_THREAD")
-                .await?;
+    if section.semi_sync && !wait_semi_sync_clients(&mut conns[pidx], 3000).await {
+        // A replica that connected without registering (a run before this
+        // one failed half-way, or it was "Connecting" when looked at).
+        let replicas: Vec<String> = section
+            .server
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| *j != pidx && !failed_names.contains(&s.name))
+            .map(|(_, s)| s.name.clone())
+            .collect();
+        if !ensure_semi_sync_clients(section, &mut conns[pidx], &replicas).await
+            && !section.semi_sync_relaxed
+        {
+            // Strict mode: the verification write would wait for ever.
+            let mut problems = failed;
+            problems.push(Problem::new(
+                Some(&primary_name),
+                "no_semi_sync_replica",
+                "no replica registered as a semi-sync client, so in strict mode every commit on the primary waits (setup writes nothing more)".into(),
+                "check the replicas' IO threads with `keepup db status` (network, replication account), then run `keepup db setup` again",
+            ));
+            return Err(DbError::Refused { problems });
         }
-    }
-    if section.semi_sync {
-        wait_semi_sync_clients(&mut conns[pidx], 3000).await;
     }
 
     // 7. Verify: a row written on the primary arrives everywhere. A

@@ -89,22 +89,70 @@ pub(crate) async fn kill_clients(section: &DatabaseSection, db: &mut Db) -> u32 
     n
 }
 
-/// Takes writes away from `server`: `read_only = ON`, then kills client
-/// connections (an open transaction could otherwise still commit), the
-/// fence a db-primary stop and a fencing new holder apply. Returns the
-/// number of connections killed. Any error means the server may still take
-/// writes, except [`DbError::positively_down`] (refused: nothing listens).
+/// Takes writes away from `server`: kills client connections, sets
+/// `read_only = ON`, and kills the connections that came in between (an
+/// open transaction could otherwise still commit): the fence a db-primary
+/// stop and a fencing new holder apply. Returns the number of connections
+/// killed. Any error means the server may still take writes, except
+/// [`DbError::positively_down`] (refused: nothing listens).
+///
+/// Clients go first because `SET GLOBAL read_only` waits for commits in
+/// flight, and in strict semi-sync a commit no replica can acknowledge
+/// waits for ever: a partitioned holder's stop took 4 s that way (found by
+/// the fault test) while the new holder had opened its server. A killed
+/// commit is not acknowledged to its client.
 pub async fn make_read_only(section: &DatabaseSection, server: &str) -> Result<u32, DbError> {
     let s = section
         .server(server)
         .ok_or_else(|| DbError::Config(format!("no server {server}")))?;
     let mut db = Db::connect(section, s).await?;
-    db.exec("setting read_only", "SET GLOBAL read_only = 1")
-        .await?;
-    let killed = kill_clients(section, &mut db).await;
+    let killed = fence(section, &mut db, true).await?;
     db.close().await;
     Ok(killed)
 }
+
+/// Makes the server behind `db` read-only and kills its client
+/// connections; returns how many were killed. `kill_first`: kill before
+/// setting read_only (a stop, which must finish before its lease ends);
+/// else only when read_only waited 1 s for the lock (a planned switchover,
+/// where commits in flight may finish). Either way a client that connected
+/// in between and blocks it again is killed and read_only retried (lock
+/// wait 1 s, error 1205).
+pub(crate) async fn fence(
+    section: &DatabaseSection,
+    db: &mut Db,
+    kill_first: bool,
+) -> Result<u32, DbError> {
+    db.exec(
+        "bounding the read_only wait",
+        "SET SESSION lock_wait_timeout = 1",
+    )
+    .await?;
+    let mut killed = 0;
+    for attempt in 1.. {
+        if kill_first || attempt > 1 {
+            killed += kill_clients(section, db).await;
+        }
+        match db
+            .exec("setting read_only", "SET GLOBAL read_only = 1")
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if e.code() == Some(1205) && attempt < READ_ONLY_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    killed += kill_clients(section, db).await;
+    db.exec(
+        "restoring the lock wait",
+        "SET SESSION lock_wait_timeout = DEFAULT",
+    )
+    .await?;
+    Ok(killed)
+}
+
+/// How often [`fence`] tries a `read_only` that waited 1 s for the lock.
+const READ_ONLY_ATTEMPTS: u32 = 5;
 
 /// Moves the primary role to `to`:
 /// 1. checks `to` is a healthy replica of the current primary (threads
@@ -250,12 +298,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
         let db = conns[oidx]
             .as_mut()
             .ok_or_else(|| DbError::Config("old primary vanished".into()))?;
-        db.exec(
-            "making the old primary read-only",
-            "SET GLOBAL read_only = ON",
-        )
-        .await?;
-        let killed = kill_clients(section, db).await;
+        let killed = fence(section, db, false).await?;
         let pos = db.global("gtid_binlog_pos").await?;
         (killed, pos)
     };

@@ -260,3 +260,72 @@ async fn lag_body() {
         .unwrap();
     let _ = r.disconnect().await;
 }
+
+/// Found by the fault test (crates/keepup/tests/db_faults.rs): a partitioned
+/// holder's stop took 4 s, because `SET GLOBAL read_only` waits for commits
+/// in flight, and in strict semi-sync those wait for an ACK no replica can
+/// send. Meanwhile the new holder had opened its server: two writable
+/// servers for 3.6 s. The stop must not wait for such commits: it kills the
+/// clients first (a killed commit is not acknowledged to its client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn making_a_primary_read_only_does_not_wait_for_commits_blocked_on_semi_sync() {
+    guard(120, blocked_commit_body()).await
+}
+
+async fn blocked_commit_body() {
+    if !can_run("making_a_primary_read_only_does_not_wait_for_commits_blocked_on_semi_sync") {
+        return;
+    }
+    let mut c = cluster("fence-blocked", 2, |i| {
+        LocalServerOptions::new(i as u32 + 1)
+    });
+    c.section.semi_sync = true;
+    let addr = c.servers[0].address();
+    app_schema(&addr).await;
+    keepup_db::setup(&c.section).await.expect("setup");
+    // The replica receives nothing: every commit on the primary waits.
+    let mut r = admin(&c.servers[1].address()).await;
+    r.query_drop("STOP SLAVE IO_THREAD").await.unwrap();
+    let blocked = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let mut app = conn(&addr, "app", "app-pw").await;
+            app.query_drop("INSERT INTO app.t (v, src) VALUES (7, 'blocked')")
+                .await
+        }
+    });
+    // Until the insert waits for its ACK.
+    let mut p = admin(&addr).await;
+    wait_until(20, "a commit waiting for a semi-sync ACK", || {
+        let addr = addr.clone();
+        async move {
+            let mut p = admin(&addr).await;
+            let n: Option<i64> = p
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE '%semi-sync ACK%'",
+                )
+                .await
+                .unwrap();
+            let _ = p.disconnect().await;
+            n.unwrap_or(0) > 0
+        }
+    })
+    .await;
+    let fenced = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        make_read_only(&c.section, "db-1"),
+    )
+    .await
+    .expect("make_read_only returned (it waited for the blocked commit)");
+    assert!(fenced.is_ok(), "{fenced:?}");
+    assert!(read_only(&addr).await);
+    let insert = blocked.await.unwrap();
+    assert!(
+        insert.is_err(),
+        "the blocked commit must not be acknowledged to its client"
+    );
+    let _ = p.query_drop("SET GLOBAL read_only = 0").await;
+    r.query_drop("START SLAVE IO_THREAD").await.unwrap();
+    let _ = p.disconnect().await;
+    let _ = r.disconnect().await;
+}

@@ -34,9 +34,10 @@ pub struct Sample {
     pub sent: u128,
     /// Answered, ns.
     pub answered: u128,
-    /// True: the server was writable (read_only = OFF) at some instant
-    /// between sent and answered.
-    pub writable: bool,
+    /// Some(true): the server was writable (read_only = OFF) at some
+    /// instant between sent and answered; Some(false): read-only; None: no
+    /// answer (a gap in what is known, which ends a writable stretch).
+    pub writable: Option<bool>,
 }
 
 /// A row on the final primary: `(client, seq)` and its commit order
@@ -151,7 +152,8 @@ pub fn overlaps(samples: &[Sample]) -> Vec<(String, String, u128, u128)> {
     for (server, mut list) in per {
         list.sort_by_key(|s| s.sent);
         for pair in list.windows(2) {
-            if pair[0].writable && pair[1].writable && pair[0].answered < pair[1].sent {
+            let w = |s: &Sample| s.writable == Some(true);
+            if w(pair[0]) && w(pair[1]) && pair[0].answered < pair[1].sent {
                 stretches.push((server, pair[0].answered, pair[1].sent));
             }
         }
@@ -195,7 +197,7 @@ mod tests {
             server: server.into(),
             sent,
             answered: sent + 1,
-            writable,
+            writable: Some(writable),
         }
     }
     fn sums(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -278,5 +280,18 @@ mod tests {
         assert!(overlaps(&samples).is_empty());
         // One writable sample alone proves no stretch.
         assert!(overlaps(&[s("a", 0, true), s("b", 0, true)]).is_empty());
+        // A failed sample between two writable ones ends the stretch: b is
+        // known writable 1..200, a only 101..150 (not across the gap).
+        let mut gap = s("a", 50, true);
+        gap.writable = None;
+        let samples = [
+            s("a", 0, true),
+            gap,
+            s("a", 100, true),
+            s("a", 150, true),
+            s("b", 0, true),
+            s("b", 200, true),
+        ];
+        assert_eq!(overlaps(&samples), vec![("a".into(), "b".into(), 101, 150)]);
     }
 }

@@ -143,7 +143,8 @@ pub async fn run_clients(target: Target, o: ClientOptions) {
 }
 
 /// Samples `SELECT @@GLOBAL.read_only` on each `(name, target)` every
-/// `interval` for `duration`; failures are not samples (nothing known).
+/// `interval` for `duration`; a failure is recorded as a sample without an
+/// answer (`"w": null`: nothing known then).
 pub async fn run_sampler(servers: Vec<(String, Target)>, interval: Duration, duration: Duration) {
     let end = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
@@ -166,8 +167,16 @@ pub async fn run_sampler(servers: Vec<(String, Target)>, interval: Duration, dur
                         Ok(Ok(Some(ro))) => emit(serde_json::json!({
                             "srv": name, "t0": sent as u64, "t1": answered as u64, "w": ro == 0,
                         })),
-                        _ => conn = None,
+                        _ => {
+                            conn = None;
+                            emit(serde_json::json!({
+                                "srv": name, "t0": sent as u64, "t1": answered as u64, "w": null,
+                            }));
+                        }
                     }
+                } else {
+                    let t = monotonic_ns() as u64;
+                    emit(serde_json::json!({ "srv": name, "t0": t, "t1": t, "w": null }));
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -178,57 +187,63 @@ pub async fn run_sampler(servers: Vec<(String, Target)>, interval: Duration, dur
     }
 }
 
+/// The non-empty lines of a recorder's output as JSON, each with its line
+/// number for errors (`what` names the file in them).
+fn json_lines<'a>(
+    text: &'a str,
+    what: &'a str,
+) -> impl Iterator<Item = Result<(usize, serde_json::Value), String>> + 'a {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(move |(i, line)| {
+            serde_json::from_str(line)
+                .map(|v| (i + 1, v))
+                .map_err(|e| format!("{what} line {}: {e}", i + 1))
+        })
+}
+
+/// Field `k` of line `n` as a number, or an error naming both.
+fn field(v: &serde_json::Value, k: &str, what: &str, n: usize) -> Result<u64, String> {
+    v[k].as_u64()
+        .ok_or_else(|| format!("{what} line {n}: no {k}"))
+}
+
 /// Reads [`run_clients`]' output; a line that does not parse is an error
 /// naming its number.
 pub fn parse_writes(text: &str) -> Result<Vec<Write>, String> {
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("writes line {}: {e}", i + 1))?;
-        let num = |k: &str| {
-            v[k].as_u64()
-                .ok_or_else(|| format!("writes line {}: no {k}", i + 1))
-        };
-        out.push(Write {
-            client: num("c")? as u32,
-            seq: num("s")?,
-            sent: num("t0")? as u128,
-            answered: num("t1")? as u128,
-            acked: v["ok"].as_bool().unwrap_or(false),
-        });
-    }
-    Ok(out)
+    json_lines(text, "writes")
+        .map(|l| {
+            let (n, v) = l?;
+            let num = |k: &str| field(&v, k, "writes", n);
+            Ok(Write {
+                client: num("c")? as u32,
+                seq: num("s")?,
+                sent: num("t0")? as u128,
+                answered: num("t1")? as u128,
+                acked: v["ok"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 /// Reads [`run_sampler`]'s output.
 pub fn parse_samples(text: &str) -> Result<Vec<Sample>, String> {
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("samples line {}: {e}", i + 1))?;
-        let num = |k: &str| {
-            v[k].as_u64()
-                .ok_or_else(|| format!("samples line {}: no {k}", i + 1))
-        };
-        out.push(Sample {
-            server: v["srv"]
-                .as_str()
-                .ok_or_else(|| format!("samples line {}: no srv", i + 1))?
-                .to_string(),
-            sent: num("t0")? as u128,
-            answered: num("t1")? as u128,
-            writable: v["w"].as_bool().unwrap_or(false),
-        });
-    }
-    Ok(out)
+    json_lines(text, "samples")
+        .map(|l| {
+            let (n, v) = l?;
+            let num = |k: &str| field(&v, k, "samples", n);
+            Ok(Sample {
+                server: v["srv"]
+                    .as_str()
+                    .ok_or_else(|| format!("samples line {n}: no srv"))?
+                    .to_string(),
+                sent: num("t0")? as u128,
+                answered: num("t1")? as u128,
+                writable: v["w"].as_bool(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

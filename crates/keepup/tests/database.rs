@@ -23,28 +23,6 @@ fn server(name: &str, ns: &str, ip: &str, id: u32) -> LocalServer {
     LocalServer::start(name, 3306, o).unwrap()
 }
 
-/// Runs SQL through the writer VIP from the client namespace.
-fn sql(c: &lab::Cluster, host: &str, q: &str) -> anyhow::Result<String> {
-    c.lab.run(
-        "client",
-        "mariadb",
-        &[
-            "-h",
-            host,
-            "-P",
-            "3306",
-            "-u",
-            local_server::ADMIN_USER,
-            &format!("-p{}", local_server::ADMIN_PASSWORD),
-            "--connect-timeout=1",
-            "-N",
-            "-B",
-            "-e",
-            q,
-        ],
-    )
-}
-
 struct Site {
     c: lab::Cluster,
     db_a: LocalServer,
@@ -96,10 +74,12 @@ fn site(test: &str) -> Option<Site> {
 
     c.start_all();
     c.wait_acquired("a", Duration::from_secs(20));
-    sql(&c, WRITER, "CREATE DATABASE IF NOT EXISTS app; CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)").unwrap();
+    c.sql(WRITER, "CREATE DATABASE IF NOT EXISTS app; CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)").unwrap();
     let mut acked = 0;
     for i in 0..20 {
-        if sql(&c, WRITER, &format!("INSERT INTO app.t (v) VALUES ({i})")).is_ok() {
+        if c.sql(WRITER, &format!("INSERT INTO app.t (v) VALUES ({i})"))
+            .is_ok()
+        {
             acked += 1;
         }
     }
@@ -115,7 +95,7 @@ fn site(test: &str) -> Option<Site> {
 /// Waits for the first write accepted through the writer VIP after `t0`.
 fn first_write(c: &lab::Cluster, t0: Instant) -> Duration {
     while t0.elapsed() < Duration::from_secs(20) {
-        if sql(c, WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
+        if c.sql(WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
             return t0.elapsed();
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -148,7 +128,7 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
     let took = t0.elapsed();
     let mut first_write = None;
     while t0.elapsed() < Duration::from_secs(20) {
-        if sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
+        if c.sql(WRITER, "INSERT INTO app.t (v) VALUES (1000)").is_ok() {
             first_write = Some(t0.elapsed());
             break;
         }
@@ -160,13 +140,15 @@ fn primary_role_and_writer_vip_follow_a_node_power_failure() {
     if std::env::var_os("KEEPUP_SHOW_LOGS").is_some() {
         eprintln!("{}", c.log("b"));
     }
-    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    let rows = c
+        .sql(WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000")
+        .unwrap();
     assert_eq!(
         rows.trim(),
         "20",
         "every acknowledged row survived the failover"
     );
-    let ro = sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap();
+    let ro = c.sql("10.77.0.2", "SELECT @@read_only").unwrap();
     assert_eq!(ro.trim(), "0", "db-b is the writable primary");
     assert!(
         c.log("b").contains("promoted after db-a died"),
@@ -199,7 +181,9 @@ fn killed_primary_mariadbd_is_replaced_through_the_agents_monitor() {
     eprintln!(
         "mariadbd kill -9: group on b after {took:?}; first write through {WRITER} after {first:?}"
     );
-    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    let rows = c
+        .sql(WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000")
+        .unwrap();
     assert_eq!(
         rows.trim(),
         "20",
@@ -241,18 +225,20 @@ fn switchover_moves_the_writer_vip_with_the_primary() {
     c.wait_acquired("b", Duration::from_secs(20));
     let first = first_write(&c, t0);
     eprintln!("switchover: writer VIP on b, first write after {first:?}");
-    let rows = sql(&c, WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000").unwrap();
+    let rows = c
+        .sql(WRITER, "SELECT COUNT(*) FROM app.t WHERE v < 1000")
+        .unwrap();
     assert_eq!(rows.trim(), "20", "no row lost in the switchover");
     assert_eq!(
-        sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap().trim(),
+        c.sql("10.77.0.2", "SELECT @@read_only").unwrap().trim(),
         "0"
     );
     assert_eq!(
-        sql(&c, "10.77.0.1", "SELECT @@read_only").unwrap().trim(),
+        c.sql("10.77.0.1", "SELECT @@read_only").unwrap().trim(),
         "1"
     );
     // The old primary now replicates from the new one.
-    let io = sql(&c, "10.77.0.1", "SHOW SLAVE STATUS").unwrap();
+    let io = c.sql("10.77.0.1", "SHOW SLAVE STATUS").unwrap();
     assert!(io.contains("10.77.0.2"), "db-a follows db-b: {io}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -343,7 +329,7 @@ fn heartbeat_only_cut_between_database_nodes_moves_nothing() {
     let t0 = Instant::now();
     let (mut writes, mut failed) = (0, Vec::new());
     while t0.elapsed() < Duration::from_secs(4) {
-        match sql(&c, WRITER, "INSERT INTO app.t (v) VALUES (2000)") {
+        match c.sql(WRITER, "INSERT INTO app.t (v) VALUES (2000)") {
             Ok(_) => writes += 1,
             Err(e) => failed.push(e.to_string()),
         }
@@ -362,11 +348,11 @@ fn heartbeat_only_cut_between_database_nodes_moves_nothing() {
         "writes went on during the cut: {writes} ok, failed {failed:?}"
     );
     assert_eq!(
-        sql(&c, "10.77.0.1", "SELECT @@read_only").unwrap().trim(),
+        c.sql("10.77.0.1", "SELECT @@read_only").unwrap().trim(),
         "0"
     );
     assert_eq!(
-        sql(&c, "10.77.0.2", "SELECT @@read_only").unwrap().trim(),
+        c.sql("10.77.0.2", "SELECT @@read_only").unwrap().trim(),
         "1"
     );
     let logs = c.all_logs();

@@ -116,6 +116,8 @@ struct Site {
     dir: std::path::PathBuf,
     log: Vec<String>,
     reseeds: usize,
+    /// Nodes "powered off" by the current fault.
+    powered_off: Vec<&'static str>,
 }
 
 fn server_of(node: &str) -> &'static str {
@@ -123,28 +125,6 @@ fn server_of(node: &str) -> &'static str {
 }
 fn ip_of(node: &str) -> &'static str {
     NODES.iter().find(|n| n.0 == node).map(|n| n.2).unwrap()
-}
-
-/// Runs SQL as the admin account from the client namespace.
-fn sql(c: &lab::Cluster, host: &str, q: &str) -> anyhow::Result<String> {
-    c.lab.run(
-        "client",
-        "mariadb",
-        &[
-            "-h",
-            host,
-            "-P",
-            "3306",
-            "-u",
-            local_server::ADMIN_USER,
-            &format!("-p{}", local_server::ADMIN_PASSWORD),
-            "--connect-timeout=1",
-            "-N",
-            "-B",
-            "-e",
-            q,
-        ],
-    )
 }
 
 fn start_server(c: &lab::Cluster, node: &str, id: u32) -> LocalServer {
@@ -209,10 +189,8 @@ fn site(test: &str) -> Option<Site> {
         servers.insert(server.to_string(), start_server(&c, node, i as u32 + 1));
     }
     // The preferred primary starts writable (a fresh install).
-    sql(&c, "10.77.0.1", "SET GLOBAL read_only = OFF").unwrap();
-    sql(
-        &c,
-        "10.77.0.1",
+    c.sql("10.77.0.1", "SET GLOBAL read_only = OFF").unwrap();
+    c.sql("10.77.0.1",
         &format!(
             "CREATE DATABASE jepsen; \
              CREATE TABLE {} (id BIGINT AUTO_INCREMENT PRIMARY KEY, client INT NOT NULL, seq BIGINT NOT NULL, KEY (client, seq)) ENGINE=InnoDB; \
@@ -233,6 +211,7 @@ fn site(test: &str) -> Option<Site> {
         dir,
         log: Vec::new(),
         reseeds: 0,
+        powered_off: Vec::new(),
     })
 }
 
@@ -242,7 +221,8 @@ impl Site {
         NODES
             .iter()
             .find(|(_, _, ip)| {
-                sql(&self.c, ip, "SELECT @@GLOBAL.read_only")
+                self.c
+                    .sql(ip, "SELECT @@GLOBAL.read_only")
                     .map(|o| o.trim() == "0")
                     .unwrap_or(false)
             })
@@ -256,9 +236,18 @@ impl Site {
 
     /// Injects one fault; returns when its damage is done (the heal comes after).
     fn inject(&mut self, fault: Fault) {
-        let Some(p) = self.primary_node() else {
-            self.note(format!("{fault:?}: skipped, no writable primary"));
-            return;
+        // Never skipped: a fault that silently did nothing would prove nothing.
+        let t0 = Instant::now();
+        let p = loop {
+            if let Some(p) = self.primary_node() {
+                break p;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{fault:?}: no writable primary to inject it on\n{}",
+                self.c.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         };
         let others: Vec<&str> = NODES.iter().map(|n| n.0).filter(|n| *n != p).collect();
         self.note(format!("{fault:?} (primary on {p})"));
@@ -340,6 +329,7 @@ impl Site {
                 std::thread::sleep(Duration::from_secs(4));
             }
             Fault::PowerOffPrimary => {
+                self.powered_off.push(p);
                 self.c.lab.set_link(p, 0, false).unwrap();
                 self.c.kill9(p);
                 self.servers.get_mut(server_of(p)).unwrap().kill9();
@@ -379,7 +369,19 @@ impl Site {
         for (node, server, _) in NODES {
             self.c.lab.unblock(node).unwrap();
             let _ = self.c.lab.partition(node, false);
+            if self.powered_off.contains(&node) {
+                // A power cycle loses the addresses set at run time: the
+                // returning node must not answer ARP for the writer IP with
+                // its own MAC (seen: clients then reached nobody for ~28 s,
+                // until their ARP entry expired). Before its link comes up.
+                let _ = self.c.lab.run(
+                    node,
+                    "ip",
+                    &["addr", "del", &format!("{WRITER}/24"), "dev", "eth0"],
+                );
+            }
             self.c.lab.set_link(node, 0, true).unwrap();
+            self.powered_off.retain(|n| *n != node);
             let s = self.servers.get_mut(server).unwrap();
             if !s.running() {
                 s.restart().unwrap();
@@ -388,9 +390,26 @@ impl Site {
                 self.c.start(node);
             }
         }
+        if std::env::var_os("KEEPUP_SHOW_LOGS").is_some() {
+            let out = self
+                .c
+                .lab
+                .command("client", lab::keepup())
+                .unwrap()
+                .args(["-c", self.c.config.to_str().unwrap(), "db", "status"])
+                .output()
+                .unwrap();
+            eprintln!(
+                "db-faults: status at heal (mono {} ms):\n{}",
+                dbclient::monotonic_ns() / 1_000_000,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         let t0 = Instant::now();
         loop {
-            let through_vip = sql(&self.c, WRITER, "SELECT @@GLOBAL.read_only")
+            let through_vip = self
+                .c
+                .sql(WRITER, "SELECT @@GLOBAL.read_only")
                 .map(|o| o.trim() == "0")
                 .unwrap_or(false);
             if through_vip {
@@ -456,24 +475,33 @@ impl Site {
 
     /// Waits until every server applied the primary's position.
     fn converge(&self, primary: &str) {
-        let pos = sql(&self.c, ip_of(primary), "SELECT @@GLOBAL.gtid_binlog_pos").unwrap();
+        let pos = self
+            .c
+            .sql(ip_of(primary), "SELECT @@GLOBAL.gtid_binlog_pos")
+            .unwrap();
         for (node, _, ip) in NODES {
             if node == primary {
                 continue;
             }
-            let r = sql(
-                &self.c,
-                ip,
-                &format!("SELECT MASTER_GTID_WAIT('{}', 30)", pos.trim()),
-            )
-            .unwrap();
+            let r = self
+                .c
+                .sql(
+                    ip,
+                    &format!("SELECT MASTER_GTID_WAIT('{}', 30)", pos.trim()),
+                )
+                .unwrap();
             assert_eq!(r.trim(), "0", "{node} did not reach {pos} within 30 s");
         }
     }
 }
 
-fn spawn_recorder(c: &mut lab::Cluster, args: &[String], out: &std::path::Path) -> usize {
-    let mut cmd = c.lab.command("client", lab::keepup()).unwrap();
+fn spawn_recorder(
+    c: &mut lab::Cluster,
+    host: &str,
+    args: &[String],
+    out: &std::path::Path,
+) -> usize {
+    let mut cmd = c.lab.command(host, lab::keepup()).unwrap();
     cmd.args(args)
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(Stdio::null());
@@ -490,7 +518,6 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let writes_file = s.dir.join("writes.jsonl");
-    let samples_file = s.dir.join("samples.jsonl");
     let hours = "86400".to_string();
     let s_args: Vec<String> = ["internal", "db-clients", "--target"]
         .iter()
@@ -507,21 +534,30 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
             hours.clone(),
         ])
         .collect();
-    let writers = spawn_recorder(&mut s.c, &s_args, &writes_file);
-    let mut sample_args: Vec<String> = vec!["internal".into(), "db-sample".into()];
-    for (_, server, ip) in NODES {
-        sample_args.push("--server".into());
-        sample_args.push(format!("{server}={ip}:3306"));
+    let writers = spawn_recorder(&mut s.c, "client", &s_args, &writes_file);
+    // One sampler inside each node's namespace, on its own server: it keeps
+    // answering while the node is partitioned (its own address goes over
+    // loopback), which is when a second writable server matters most.
+    let mut samplers = Vec::new();
+    for (node, server, ip) in NODES {
+        let args: Vec<String> = [
+            "internal",
+            "db-sample",
+            "--server",
+            &format!("{server}={ip}:3306"),
+            "--user",
+            APP_USER,
+            "--password",
+            APP_PASSWORD,
+            "--duration-s",
+            &hours,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        let file = s.dir.join(format!("samples-{node}.jsonl"));
+        samplers.push((spawn_recorder(&mut s.c, node, &args, &file), file));
     }
-    sample_args.extend([
-        "--user".into(),
-        APP_USER.into(),
-        "--password".into(),
-        APP_PASSWORD.into(),
-        "--duration-s".into(),
-        hours,
-    ]);
-    let sampler = spawn_recorder(&mut s.c, &sample_args, &samples_file);
     let t_run = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let faults = faults_wanted();
@@ -543,38 +579,59 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
     std::thread::sleep(Duration::from_secs(1));
     let _ = s.c.lab.child(writers).kill();
     let _ = s.c.lab.child(writers).wait();
-    let _ = s.c.lab.child(sampler).kill();
-    let _ = s.c.lab.child(sampler).wait();
+    for (sampler, _) in &samplers {
+        let _ = s.c.lab.child(*sampler).kill();
+        let _ = s.c.lab.child(*sampler).wait();
+    }
 
     let primary = s.primary_node().expect("a primary at the end");
     s.converge(primary);
     let writes = dbclient::parse_writes(&std::fs::read_to_string(&writes_file).unwrap()).unwrap();
-    let samples =
-        dbclient::parse_samples(&std::fs::read_to_string(&samples_file).unwrap()).unwrap();
-    let rows: Vec<dbcheck::Row> = sql(
-        &s.c,
-        ip_of(primary),
-        &format!("SELECT client, seq, id FROM {}", dbclient::TABLE),
-    )
-    .unwrap()
-    .lines()
-    .filter_map(|l| {
-        let f: Vec<&str> = l.split('\t').collect();
-        Some(dbcheck::Row {
-            client: f.first()?.parse().ok()?,
-            seq: f.get(1)?.parse().ok()?,
-            id: f.get(2)?.parse().ok()?,
+    let mut samples = Vec::new();
+    for (_, file) in &samplers {
+        samples.extend(dbclient::parse_samples(&std::fs::read_to_string(file).unwrap()).unwrap());
+    }
+    // The sampler must have seen something, or "never two writable" is empty.
+    for (_, server, _) in NODES {
+        let answered = samples
+            .iter()
+            .filter(|x| x.server == server && x.writable.is_some())
+            .count();
+        assert!(
+            answered > 100,
+            "{server}: only {answered} read_only samples answered"
+        );
+    }
+    let writable_servers: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|x| x.writable == Some(true))
+        .map(|x| x.server.as_str())
+        .collect();
+    assert!(
+        writable_servers.len() >= 2 || faults.len() < 2,
+        "the sampler saw only {writable_servers:?} writable: no fault moved the primary?"
+    );
+    let rows: Vec<dbcheck::Row> =
+        s.c.sql(
+            ip_of(primary),
+            &format!("SELECT client, seq, id FROM {}", dbclient::TABLE),
+        )
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some(dbcheck::Row {
+                client: f.first()?.parse().ok()?,
+                seq: f.get(1)?.parse().ok()?,
+                id: f.get(2)?.parse().ok()?,
+            })
         })
-    })
-    .collect();
+        .collect();
     let mut sums = BTreeMap::new();
     for (_, server, ip) in NODES {
-        let out = sql(
-            &s.c,
-            ip,
-            &format!("CHECKSUM TABLE {} EXTENDED", dbclient::TABLE),
-        )
-        .unwrap();
+        let out =
+            s.c.sql(ip, &format!("CHECKSUM TABLE {} EXTENDED", dbclient::TABLE))
+                .unwrap();
         let sum = out.split('\t').nth(1).unwrap_or("").trim().to_string();
         sums.insert(server.to_string(), sum);
     }
@@ -631,6 +688,16 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
         });
         eprintln!("db-faults: {line}");
         report.push(line.to_string());
+    }
+    // Writes went through again after every fault (else later faults
+    // proved nothing): an acknowledged write between its heal and the next
+    // fault.
+    for (k, (f, _, healed)) in windows.iter().enumerate() {
+        let next = windows.get(k + 1).map(|w| w.1).unwrap_or(u128::MAX);
+        assert!(
+            acks.iter().any(|a| a > healed && *a < next),
+            "no acknowledged write after {f:?} was healed: {summary}"
+        );
     }
     if let Ok(path) = std::env::var("KEEPUP_DB_FAULT_REPORT") {
         let total = serde_json::json!({

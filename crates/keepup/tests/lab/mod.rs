@@ -213,6 +213,29 @@ impl Cluster {
         }
     }
 
+    /// Runs SQL as the local test servers' admin account from the client
+    /// namespace (`mariadb -N -B`: tab-separated rows, no header).
+    pub fn sql(&self, host: &str, q: &str) -> anyhow::Result<String> {
+        self.lab.run(
+            "client",
+            "mariadb",
+            &[
+                "-h",
+                host,
+                "-P",
+                "3306",
+                "-u",
+                keepup_db::local_server::ADMIN_USER,
+                &format!("-p{}", keepup_db::local_server::ADMIN_PASSWORD),
+                "--connect-timeout=1",
+                "-N",
+                "-B",
+                "-e",
+                q,
+            ],
+        )
+    }
+
     /// True while the test has agent `name` running.
     pub fn is_running(&self, name: &str) -> bool {
         self.agents.contains_key(name)
