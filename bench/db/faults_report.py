@@ -105,9 +105,12 @@ lines.append(
     "every strict-mode scenario. Relaxed mode (`semi_sync_relaxed = true`, 500 ms timeout) is "
     "run only for the scenarios where the difference shows: after the timeout the primary "
     "acknowledges writes no replica has, and a failover loses them (strict mode blocks writes "
-    "instead, which is the long write gap above). No peer runs here: MHA, Orchestrator and "
-    "MaxScale are not Debian packages (see the published figures above)."
-)
+    "instead, which is the long write gap above). No peer runs here yet: of the "
+    "failover managers only MHA is a Debian package (mha4mysql-manager 0.58), and it drives "
+    "failover over SSH (it copies binlog and relay-log differences between the hosts, and its "
+    "GTID mode is MySQL's), so a same-run comparison needs sshd and keys in every lab node, "
+    "not built yet; Orchestrator and MaxScale are not "
+    "packaged (see the published figures above).")
 lines.append("")
 section = "\n".join(lines) + "\n"
 replace_section(bench_md, "Database faults through the agents", section, before="Cluster failover")
