@@ -386,3 +386,44 @@ fn monitor_failure_hands_over_at_once() {
     assert_eq!(sim.owners(G), set(&["b"]), "no flapping back");
     assert_eq!(max_simultaneous_owners(&sim), 1);
 }
+
+// Found by the database fault test: the holder's node and the consensus
+// leader were different nodes (the holder had asked for leadership while an
+// election was running, and another node won it), so a cut between those
+// two alone cost the holder its lease and moved the group (a 3.4 s write
+// gap on a heartbeat-only cut). A leader elected later, holding nothing,
+// is asked again; then the same cut moves nothing.
+#[test]
+fn a_holder_gets_the_leadership_back_and_a_cut_to_the_old_leader_moves_nothing() {
+    for seed in 1..12 {
+        let mut spec = Sim::spec(&[("a", 300), ("b", 200), ("c", 100)], 1, Sim::timing());
+        spec.ownership = keepup_cluster::Ownership::Consensus;
+        let mut sim = Sim::new(spec, seed);
+        boot_all(&mut sim, &["a", "b", "c"]);
+        sim.run_for(ms(2000));
+        assert_eq!(sim.owners(G), set(&["a"]), "seed {seed}");
+        // The holder (and, usually, leader) dies: b takes over while the
+        // survivors elect a leader.
+        sim.crash("a");
+        sim.run_for(ms(3000));
+        assert_eq!(sim.owners(G), set(&["b"]), "seed {seed}");
+        let leader = sim.core("b").and_then(|c| c.leader());
+        assert_eq!(
+            leader.as_deref(),
+            Some("b"),
+            "seed {seed}: holder and leader on one node"
+        );
+        // Cut b (holder) from c only: b keeps its majority through a.
+        sim.boot("a");
+        sim.run_for(ms(2000));
+        sim.cut_pair("b", "c");
+        sim.run_for(ms(3000));
+        assert_eq!(
+            sim.owners(G),
+            set(&["b"]),
+            "seed {seed}: {:?}",
+            sim.ownership
+        );
+        assert_eq!(max_simultaneous_owners(&sim), 1, "seed {seed}");
+    }
+}

@@ -452,7 +452,13 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         if let Some(idx) = servers.iter().position(|s| &s.name == p) {
             let stalled =
                 servers[idx].semi_sync.master_active && servers[idx].semi_sync.master_clients == 0;
-            if let (Some(db), false) = (conns[idx].as_mut(), stalled) {
+            // Never on a read-only primary (fenced, or mid-switchover): the
+            // admin account bypasses read_only, so the heartbeat would be a
+            // transaction the new primary never gets (found by the fault
+            // test: an errant GTID on an old primary after a SIGSTOP of its
+            // agent, whose monitor observed during the switchover).
+            let fenced = servers[idx].read_only;
+            if let (Some(db), false, false) = (conns[idx].as_mut(), stalled, fenced) {
                 let t = std::time::Duration::from_millis(section.connect_timeout_ms);
                 let at = std::time::Instant::now();
                 let wrote = async {
