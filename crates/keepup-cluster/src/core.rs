@@ -1256,27 +1256,7 @@ impl Core {
         }
         if leader != self.leader_seen {
             self.leader_seen = leader.clone();
-            self.event(Event::Leader {
-                node: leader.clone(),
-                term,
-            });
-            // Holder and leader on one node (see on_applied): a leader
-            // elected after this node acquired (its request then found no
-            // leader) is asked again, unless it holds a group itself (two
-            // holders would take turns). Else a cut between holder and
-            // leader alone costs the holder its lease (seen in the fault
-            // test: a 3.4 s write gap on a heartbeat-only cut).
-            let me = self.spec.me.clone();
-            if let (Some(l), Some(c)) = (leader.as_deref(), self.consensus.as_mut()) {
-                let holds = |n: &str| {
-                    self.groups
-                        .iter()
-                        .any(|g| c.table().lease(&g.spec.name).holder.as_deref() == Some(n))
-                };
-                if l != me && holds(&me) && !holds(l) {
-                    c.transfer_leader(&me);
-                }
-            }
+            self.event(Event::Leader { node: leader, term });
             // A proposal sent to the old leader may be lost with it (a
             // leader handing over drops proposals): ask the new one at once.
             for g in &mut self.groups {
