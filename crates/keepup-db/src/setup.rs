@@ -860,42 +860,32 @@ pub async fn setup_with(
             let name = section.server[i].name.clone();
             let connected: Vec<usize> = (0..section.server.len())
                 .filter(|j| {
-                    *j != i
+                    want && *j != i
                         && f[*j].st.replication.as_ref().is_some_and(|r| {
                             r.source_server.as_deref() == Some(name.as_str())
                                 && r.io_running != "No"
                         })
                 })
                 .collect();
-            if want {
-                for &j in &connected {
-                    let _ = conns[j]
-                        .exec("pausing the IO thread", "STOP SLAVE IO_THREAD")
-                        .await;
-                }
+            for &j in &connected {
+                let _ = conns[j]
+                    .exec("pausing the IO thread", "STOP SLAVE IO_THREAD")
+                    .await;
             }
-            let db = &mut conns[i];
-            db.exec(
-                "setting semi-sync (primary side)",
-                &format!("SET GLOBAL rpl_semi_sync_master_enabled = {on}"),
-            )
-            .await?;
-            if want {
-                for &j in &connected {
-                    let _ = conns[j]
-                        .exec("restarting the IO thread", "START SLAVE IO_THREAD")
-                        .await;
-                }
+            conns[i]
+                .exec(
+                    "setting semi-sync (primary side)",
+                    &format!("SET GLOBAL rpl_semi_sync_master_enabled = {on}"),
+                )
+                .await?;
+            for &j in &connected {
+                let _ = conns[j]
+                    .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                    .await;
             }
-            let db = &mut conns[i];
-            changes.push(format!(
-                "{}: rpl_semi_sync_master_enabled = {on}",
-                db.server
-            ));
-            persist.push(format!(
-                "{}: rpl_semi_sync_master_enabled = {on}",
-                db.server
-            ));
+            let line = format!("{name}: rpl_semi_sync_master_enabled = {on}");
+            changes.push(line.clone());
+            persist.push(line);
         }
     }
 

@@ -7,18 +7,13 @@
 //! [`crate::dbcheck::check`].
 
 use crate::dbcheck::{Sample, Write};
+use crate::monotonic_ns;
 use mysql_async::prelude::Queryable;
 use std::io::Write as _;
 use std::time::Duration;
 
 /// The table the clients write: created by the test through the primary.
 pub const TABLE: &str = "jepsen.t";
-
-/// CLOCK_MONOTONIC in ns (the same clock in every namespace).
-pub fn monotonic_ns() -> u128 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
-}
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]

@@ -197,6 +197,38 @@ impl Lab {
         &mut self.children[idx]
     }
 
+    /// Runs SQL with the `mariadb` client from host `from` against `host`
+    /// (port 3306) as `user`/`password`: tab-separated rows, no header, a
+    /// 1 s connect limit.
+    pub fn sql(
+        &self,
+        from: &str,
+        host: &str,
+        user: &str,
+        password: &str,
+        q: &str,
+    ) -> Result<String> {
+        let password = format!("-p{password}");
+        self.run(
+            from,
+            "mariadb",
+            &[
+                "-h",
+                host,
+                "-P",
+                "3306",
+                "-u",
+                user,
+                &password,
+                "--connect-timeout=1",
+                "-N",
+                "-B",
+                "-e",
+                q,
+            ],
+        )
+    }
+
     /// Sets host `name`'s interface on `link` up or down (a cable pulled).
     pub fn set_link(&self, name: &str, link: u8, up: bool) -> Result<()> {
         let h = self.host(name)?;

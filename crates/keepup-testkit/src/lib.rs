@@ -14,3 +14,10 @@ pub mod lab;
 pub mod probe;
 pub mod require;
 pub mod web;
+
+/// CLOCK_MONOTONIC in ns: one clock for every namespace of the machine, so
+/// recorders in different lab hosts stamp events on one timeline.
+pub fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}

@@ -9,7 +9,7 @@
 mod lab;
 
 use keepup_db::local_server::{self, LocalServer, LocalServerOptions};
-use lab::{can_run, Builder};
+use lab::{can_run_mariadb, Builder};
 use std::time::{Duration, Instant};
 
 const WRITER: &str = "10.77.0.101";
@@ -33,14 +33,7 @@ struct Site {
 /// Two nodes with mariadbd each, replication set up by `keepup db setup`,
 /// agents running, 20 rows written through the writer VIP.
 fn site(test: &str) -> Option<Site> {
-    if !can_run(test)
-        || !keepup_testkit::require::available(
-            test,
-            "mariadbd (Debian package mariadb-server)",
-            local_server::available(),
-        )
-        || !keepup_testkit::require::has_program(test, "mariadb")
-    {
+    if !can_run_mariadb(test) {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("keepup-dbfiles-{test}-{}", std::process::id()));

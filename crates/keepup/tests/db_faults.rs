@@ -28,7 +28,7 @@ mod lab;
 
 use keepup_db::local_server::{self, LocalServer, LocalServerOptions};
 use keepup_testkit::{dbcheck, dbclient};
-use lab::{can_run, Builder};
+use lab::{can_run_mariadb, Builder};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -148,14 +148,7 @@ fn start_server(c: &lab::Cluster, node: &str, id: u32) -> LocalServer {
 }
 
 fn site(test: &str) -> Option<Site> {
-    if !can_run(test)
-        || !keepup_testkit::require::available(
-            test,
-            "mariadbd (Debian package mariadb-server)",
-            local_server::available(),
-        )
-        || !keepup_testkit::require::has_program(test, "mariadb")
-    {
+    if !can_run_mariadb(test) {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("keepup-dbfaults-{test}-{}", std::process::id()));
@@ -401,7 +394,7 @@ impl Site {
                 .unwrap();
             eprintln!(
                 "db-faults: status at heal (mono {} ms):\n{}",
-                dbclient::monotonic_ns() / 1_000_000,
+                keepup_testkit::monotonic_ns() / 1_000_000,
                 String::from_utf8_lossy(&out.stdout)
             );
         }
@@ -565,10 +558,10 @@ fn no_acknowledged_write_lost_and_never_two_writable_primaries_under_faults() {
     for round in 0..rounds {
         for &f in &faults {
             let t0 = Instant::now();
-            let start = dbclient::monotonic_ns();
+            let start = keepup_testkit::monotonic_ns();
             s.inject(f);
             s.heal();
-            windows.push((f, start, dbclient::monotonic_ns()));
+            windows.push((f, start, keepup_testkit::monotonic_ns()));
             s.note(format!(
                 "round {round}: {f:?} healed after {:?}",
                 t0.elapsed()

@@ -235,21 +235,12 @@ impl Site {
 
     /// Runs one SQL statement through the writer VIP from the client.
     fn sql(&self, q: &str) -> anyhow::Result<String> {
-        self.lab.run(
+        self.lab.sql(
             "client",
-            "mariadb",
-            &[
-                "-h",
-                WRITER,
-                "-u",
-                keepup_db::local_server::ADMIN_USER,
-                &format!("-p{}", keepup_db::local_server::ADMIN_PASSWORD),
-                "--connect-timeout=1",
-                "-N",
-                "-B",
-                "-e",
-                q,
-            ],
+            WRITER,
+            keepup_db::local_server::ADMIN_USER,
+            keepup_db::local_server::ADMIN_PASSWORD,
+            q,
         )
     }
 

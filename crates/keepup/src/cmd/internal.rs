@@ -135,7 +135,7 @@ pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
         use std::io::Write;
         let line = format!(
             "{} {event} {} {}\n",
-            monotonic_ns(),
+            keepup_testkit::monotonic_ns(),
             std::env::var("KEEPUP_NODE").unwrap_or_default(),
             std::env::var("KEEPUP_EPOCH").unwrap_or_default()
         );
@@ -242,9 +242,4 @@ pub fn run(cmd: Internal) -> anyhow::Result<ExitCode> {
         }),
         Internal::SendUdp { .. } | Internal::Hold { .. } => Ok(ExitCode::SUCCESS),
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds.
-pub fn monotonic_ns() -> u128 {
-    keepup_testkit::dbclient::monotonic_ns()
 }

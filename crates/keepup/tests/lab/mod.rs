@@ -24,6 +24,17 @@ pub fn can_run(test: &str) -> bool {
     require::root(test) && require::has_program(test, "ip") && require::has_program(test, "nft")
 }
 
+/// [`can_run`], plus mariadbd and the mariadb client (database lab tests).
+pub fn can_run_mariadb(test: &str) -> bool {
+    can_run(test)
+        && require::available(
+            test,
+            "mariadbd (Debian package mariadb-server)",
+            keepup_db::local_server::available(),
+        )
+        && require::has_program(test, "mariadb")
+}
+
 pub struct Cluster {
     pub lab: Lab,
     pub dir: PathBuf,
@@ -216,23 +227,12 @@ impl Cluster {
     /// Runs SQL as the local test servers' admin account from the client
     /// namespace (`mariadb -N -B`: tab-separated rows, no header).
     pub fn sql(&self, host: &str, q: &str) -> anyhow::Result<String> {
-        self.lab.run(
+        self.lab.sql(
             "client",
-            "mariadb",
-            &[
-                "-h",
-                host,
-                "-P",
-                "3306",
-                "-u",
-                keepup_db::local_server::ADMIN_USER,
-                &format!("-p{}", keepup_db::local_server::ADMIN_PASSWORD),
-                "--connect-timeout=1",
-                "-N",
-                "-B",
-                "-e",
-                q,
-            ],
+            host,
+            keepup_db::local_server::ADMIN_USER,
+            keepup_db::local_server::ADMIN_PASSWORD,
+            q,
         )
     }
 
