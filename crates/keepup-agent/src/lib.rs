@@ -146,27 +146,36 @@ pub async fn run(
     }
 
     // The API.
-    let api_addr = cfg.api.listen.clone();
-    let token = match &cfg.api.token_file {
-        Some(t) => Some(
-            std::fs::read_to_string(t.get_ref())
-                .with_context(|| format!("cannot read API token file {}", t.get_ref().display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
+    let api_addr = cfg.api.listen_addr();
+    let tokens = keepup_api::ApiTokens::load(
+        cfg.cluster.key_file.get_ref(),
+        cfg.api.token_file.as_ref().map(|t| t.get_ref().as_path()),
+        cfg.api
+            .read_token_file
+            .as_ref()
+            .map(|t| t.get_ref().as_path()),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let serve_options = keepup_api::ServeOptions {
+        policy: keepup_api::AccessPolicy {
+            control_token: tokens.control,
+            read_token: Some(tokens.read),
+            port: api_addr.port(),
+            hosts: cfg.api.hosts.iter().map(|h| h.get_ref().clone()).collect(),
+        },
+        max_connections: *cfg.api.max_connections.get_ref() as usize,
+        header_timeout: Duration::from_secs(5),
     };
     let backend = Arc::new(shared::ApiBackend {
         shared: shared.clone(),
         hb: hb.clone(),
-        token,
         extensions: opts.extensions.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(&api_addr)
+    let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(keepup_api::serve(listener, backend, async {
+    let api = tokio::spawn(keepup_api::serve(listener, backend, serve_options, async {
         let _ = api_stop_rx.await;
     }));
     tracing::info!(node = %opts.me, api = %api_addr, "agent running");

@@ -255,7 +255,6 @@ impl Shared {
 pub(crate) struct ApiBackend {
     pub shared: Arc<Shared>,
     pub hb: HeartbeatHandle,
-    pub token: Option<String>,
     pub extensions: Vec<Arc<dyn Extension>>,
 }
 
@@ -390,8 +389,5 @@ impl keepup_api::Backend for ApiBackend {
                 }
             }
         })
-    }
-    fn token(&self) -> Option<String> {
-        self.token.clone()
     }
 }

@@ -6,19 +6,24 @@
 //! - `GET /v1/events` — recent [`types::EventRecord`]s as JSON
 //! - `GET /metrics` — Prometheus text format
 //! - `GET /` — the live dashboard; `GET /openapi.json` — this API's description
-//! - `POST /v1/...` — control requests ([`types::ControlRequest`]), bearer token required
-//!   unless the request comes from loopback and no token file is configured
+//! - `POST /v1/...` — control requests ([`types::ControlRequest`]): the control
+//!   token and a JSON body type, always ([`guard`] has every rule)
 //!
 //! The server takes an already-bound listener and a shutdown future, so
 //! tests bind port 0 and never guess ports.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod guard;
 pub mod schema;
 mod server;
+pub mod tokens;
 pub mod types;
 
-pub use server::{serve, Backend, BoxFuture};
+pub use guard::AccessPolicy;
+pub use server::{serve, Backend, BoxFuture, ServeOptions};
+pub use tokens::ApiTokens;
 /// The HTTP types [`Backend::extra`] takes and returns.
 pub use {bytes::Bytes, hyper::Method, hyper::StatusCode};
 

@@ -1,15 +1,17 @@
 //! The HTTP server (hyper 1): routing, auth, JSON.
 
+use crate::guard::{admit, AccessPolicy, Need};
 use crate::types::{ControlRequest, ControlResponse};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A boxed future for the backend trait.
@@ -25,8 +27,6 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Performs a control request.
     fn control(&self, req: ControlRequest) -> BoxFuture<'_, ControlResponse>;
-    /// The bearer token control requests need (None: loopback only, no token).
-    fn token(&self) -> Option<String>;
     /// Extra routes, served without a token (the database health checks
     /// an outside load balancer polls): `Some(response)` when handled.
     fn extra(
@@ -40,31 +40,72 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 const MAX_BODY: usize = 64 * 1024;
+/// A control body must arrive whole within this (a slow sender holds nothing).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The live dashboard: one static page that polls `/v1/status` (no build step).
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// How the server guards itself: who may do what, and how much a client may hold.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Tokens and the addresses `Host` may name.
+    pub policy: AccessPolicy,
+    /// Open connections at most, from the network and (counted apart) from
+    /// loopback; more are closed at once (the agent's own file descriptors
+    /// and memory stay for failover work).
+    pub max_connections: usize,
+    /// Time a client gets to send a request's headers, and to start the
+    /// next one on a kept-alive connection.
+    pub header_timeout: Duration,
+}
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
+    // Loopback peers have slots of their own, so a flood from the network
+    // never locks the operator's `keepup status` out.
+    let remote_slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let local_slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let policy = Arc::new(options.policy);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(64 * 1024);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else {
+                    // Out of descriptors or similar: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let slots = if crate::guard::is_loopback(peer.ip()) { &local_slots } else { &remote_slots };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "API connection refused: {} open already", options.max_connections);
+                    drop(stream);
+                    continue;
+                };
                 let backend = backend.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
+                let policy = policy.clone();
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    hyper::service::service_fn(move |req| {
                         let backend = backend.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(backend, peer, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                        let policy = policy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(backend, &policy, peer, req).await) }
+                    }),
+                );
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(slot);
                 });
             }
         }
@@ -101,37 +142,27 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     )
 }
 
-fn authorized(backend: &dyn Backend, peer: SocketAddr, req: &Request<Incoming>) -> bool {
-    match backend.token() {
-        None => peer.ip().is_loopback(),
-        Some(token) => req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn handle(
     backend: Arc<dyn Backend>,
+    policy: &AccessPolicy,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let read_ok = peer.ip().is_loopback() || authorized(backend.as_ref(), peer, &req);
+    let need = match (&method, path.as_str()) {
+        (&Method::GET, "/v1/status" | "/v1/events" | "/metrics") => Need::Read,
+        (&Method::POST, _) => Need::Control,
+        _ => Need::Open,
+    };
+    if let Err(r) = admit(policy, peer, req.headers(), need) {
+        tracing::debug!(%peer, %method, %path, status = %r.status, "API request refused: {}", r.message);
+        return error(r.status, r.message);
+    }
     match (&method, path.as_str()) {
-        (&Method::GET, "/v1/status") if read_ok => json(StatusCode::OK, &backend.status_json()),
-        (&Method::GET, "/v1/events") if read_ok => json(StatusCode::OK, &backend.events_json()),
-        (&Method::GET, "/metrics") if read_ok => reply(
+        (&Method::GET, "/v1/status") => json(StatusCode::OK, &backend.status_json()),
+        (&Method::GET, "/v1/events") => json(StatusCode::OK, &backend.events_json()),
+        (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             backend.metrics(),
@@ -146,23 +177,25 @@ async fn handle(
             "application/json",
             Bytes::from_static(crate::OPENAPI.as_bytes()),
         ),
-        (&Method::GET, "/v1/status" | "/v1/events" | "/metrics") => error(
-            StatusCode::UNAUTHORIZED,
-            "status from outside loopback needs Authorization: Bearer <token>",
-        ),
         (&Method::POST, p) if p.starts_with("/v1/") => {
-            if !authorized(backend.as_ref(), peer, &req) {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "control requests need Authorization: Bearer <token from api.token_file> (or loopback when no token file is set)",
-                );
-            }
             let request = match route_control(p) {
                 Some(r) => r,
                 None => {
-                    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+                    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+                        Ok(Ok(b)) => b.to_bytes(),
+                        Ok(Err(e)) => {
+                            return error(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("control body over {MAX_BODY} bytes: {e}"),
+                            )
+                        }
+                        Err(_) => {
+                            return error(
+                                StatusCode::REQUEST_TIMEOUT,
+                                format!("control body not received within {BODY_TIMEOUT:?}"),
+                            )
+                        }
                     };
                     match (p, serde_json::from_slice::<ControlRequest>(&body)) {
                         ("/v1/control", Ok(r)) => r,

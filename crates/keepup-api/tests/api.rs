@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Fake {
-    token: Option<String>,
     seen: Mutex<Vec<ControlRequest>>,
 }
 
@@ -63,9 +62,6 @@ impl Backend for Fake {
             }
         })
     }
-    fn token(&self) -> Option<String> {
-        self.token.clone()
-    }
     // Stands in for the database extension's health checks: answers what
     // it was asked, query included, so the routing is what is tested.
     fn extra(
@@ -103,26 +99,41 @@ async fn health_routes_pass_path_and_query_to_the_backend_without_a_token() {
 }
 
 const TOKEN: &str = "s3cret-token-0123";
+const READ_TOKEN: &str = "read-only-token-0123";
 
-/// POSTs `body` to `url` with the bearer token.
+/// POSTs `body` to `url` with the bearer token, as JSON.
 async fn post_with_token(c: &reqwest::Client, url: String, body: &str) -> reqwest::Response {
     c.post(url)
         .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
         .unwrap()
 }
 
-async fn start(token: Option<&str>) -> (String, Arc<Fake>) {
+async fn start_with(max_connections: usize, header_timeout: Duration) -> (String, Arc<Fake>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let fake = Arc::new(Fake {
-        token: token.map(str::to_string),
         seen: Mutex::new(vec![]),
     });
-    tokio::spawn(serve(l, fake.clone(), std::future::pending()));
+    let options = keepup_api::ServeOptions {
+        policy: keepup_api::AccessPolicy {
+            control_token: TOKEN.into(),
+            read_token: Some(READ_TOKEN.into()),
+            port: addr.port(),
+            hosts: vec![],
+        },
+        max_connections,
+        header_timeout,
+    };
+    tokio::spawn(serve(l, fake.clone(), options, std::future::pending()));
     (format!("http://{addr}"), fake)
+}
+
+async fn start(_: Option<&str>) -> (String, Arc<Fake>) {
+    start_with(64, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
@@ -234,24 +245,127 @@ async fn control_needs_the_token_and_refusals_are_409() {
     );
 }
 
+// The attacks a web page in the operator's browser can make, and a
+// relaying load balancer: each refused, and none reaches the agent.
 #[tokio::test]
-async fn without_a_token_file_control_is_loopback_only_and_status_is_open_on_loopback() {
-    let (base, _) = start(None).await;
+async fn browser_and_relay_attacks_are_refused_without_effect() {
+    let (base, fake) = start(None).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
     let c = reqwest::Client::new();
-    assert_eq!(
-        c.post(format!("{base}/v1/online"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+    // A form POST from a foreign page: no token, text/plain, foreign Origin.
+    let r = c
+        .post(format!("{base}/v1/standby"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body("x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The same without Origin (an old browser, or a script on this host).
+    let r = c
+        .post(format!("{base}/v1/standby"))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // With the token but not JSON.
+    let r = c
+        .post(format!("{base}/v1/standby"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // The read token cannot control.
+    let r = c
+        .post(format!("{base}/v1/standby"))
+        .bearer_auth(READ_TOKEN)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // DNS rebinding: the page's own name in Host.
+    let r = c
+        .get(format!("{base}/v1/status"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    // A load balancer on this host relaying to the API is not loopback.
+    let r = c
+        .get(format!("{base}/v1/status"))
+        .header("x-forwarded-for", "192.0.2.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{base}/v1/status"))
+        .header("x-forwarded-for", "192.0.2.7")
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        fake.seen.lock().unwrap().is_empty(),
+        "no attack reached the agent"
     );
-    assert_eq!(
-        c.get(format!("{base}/metrics"))
-            .send()
+    // Loopback reads stay open, as `keepup status` needs.
+    let r = c.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+// 200 half-open connections against a cap of 16: the other 184 are closed
+// at once, the 16 held ones when the header timeout passes, and the API
+// answers again right after. (Windows are generous: the test counts
+// connections, it does not time the server.)
+#[tokio::test]
+async fn a_half_open_flood_is_capped_and_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let header_timeout = Duration::from_secs(4);
+    let (base, _) = start_with(16, header_timeout).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: ")
             .await
-            .unwrap()
-            .status(),
-        200
+            .unwrap();
+        held.push(s);
+    }
+    let started = std::time::Instant::now();
+    // Each connection: when the server closed it (None: still open at the end).
+    let closed_after = futures_util::future::join_all(held.into_iter().map(|mut s| async move {
+        let mut b = [0u8; 512];
+        let t = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(t.elapsed()),
+                Ok(Ok(_)) => continue, // a 408 answer, then EOF
+                Err(_) => return None,
+            }
+        }
+    }))
+    .await;
+    let at_once = closed_after
+        .iter()
+        .filter(|c| c.is_some_and(|d| d < Duration::from_secs(2)))
+        .count();
+    assert_eq!(
+        at_once, 184,
+        "connections beyond the cap of 16 are refused at once"
     );
+    assert!(
+        closed_after.iter().all(Option::is_some),
+        "connections outlived the header timeout"
+    );
+    assert!(started.elapsed() >= header_timeout - Duration::from_millis(500));
+    let r = reqwest::get(format!("{base}/v1/status")).await.unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -154,17 +154,40 @@ impl Default for SplitBrainSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Address of the HTTP API, metrics and dashboard.
-    pub listen: String,
-    /// Bearer token file for control requests (required for non-loopback control).
+    pub listen: Spanned<String>,
+    /// File holding the control token (default: derived from the cluster key,
+    /// so every node accepts the same token).
     pub token_file: Option<Spanned<PathBuf>>,
+    /// File holding a read-only token for status and the dashboard from
+    /// other hosts (default: derived from the cluster key).
+    pub read_token_file: Option<Spanned<PathBuf>>,
+    /// Host names (besides IP addresses and localhost) that requests may
+    /// name in `Host:`, e.g. the name you open the dashboard under.
+    pub hosts: Vec<Spanned<String>>,
+    /// Open API connections at most; more are closed at once.
+    pub max_connections: Spanned<u32>,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
-            listen: "127.0.0.1:7947".to_string(),
+            listen: Spanned::new(0..0, "127.0.0.1:7947".to_string()),
             token_file: None,
+            read_token_file: None,
+            hosts: Vec::new(),
+            max_connections: Spanned::new(0..0, 256),
         }
+    }
+}
+
+impl ApiSection {
+    /// The listening address (validated: the fallback is never used on a
+    /// loaded config).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen
+            .get_ref()
+            .parse()
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 7947)))
     }
 }
 

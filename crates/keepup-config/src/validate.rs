@@ -384,10 +384,43 @@ pub(crate) fn validate(
         }
     }
 
+    if f.api
+        .listen
+        .get_ref()
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        c.at(
+            &f.api.listen,
+            format!(
+                "[api] listen {:?} is not an address: write IP:PORT, e.g. \"127.0.0.1:7947\" (loopback only) or \"0.0.0.0:7947\" (every address; remote reads need the read token)",
+                f.api.listen.get_ref()
+            ),
+        );
+    }
+    if !(1..=65_536).contains(f.api.max_connections.get_ref()) {
+        c.at(
+            &f.api.max_connections,
+            "[api] max_connections must be between 1 and 65536".to_string(),
+        );
+    }
+    for h in &f.api.hosts {
+        let name = h.get_ref();
+        if name.is_empty() || name.contains([':', '/', ' ']) {
+            c.at(
+                h,
+                format!("[api] hosts entry {name:?} must be a bare host name (no port, scheme or path), e.g. \"lb1.example.net\""),
+            );
+        }
+    }
+
     if let HostChecks::Full = checks {
         c.secret_file(&f.cluster.key_file, "key file", 16);
         if let Some(tok) = &f.api.token_file {
             c.secret_file(tok, "API token file", 16);
+        }
+        if let Some(tok) = &f.api.read_token_file {
+            c.secret_file(tok, "API read token file", 16);
         }
     }
 

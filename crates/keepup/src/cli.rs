@@ -44,6 +44,9 @@ pub enum Command {
     Move(crate::cmd::control::MoveArgs),
     /// Clear a group stuck by a failed stop, once you have stopped it by hand.
     Cleanup(crate::cmd::control::CleanupArgs),
+    /// Print the API's control token (or --read-only the read token), for
+    /// scripts and the dashboard from another host (root: it is derived from the cluster key).
+    ApiToken(crate::cmd::control::ApiTokenArgs),
     /// Load-balancer operations (drain, enable, maintenance, reload).
     Lb(crate::cmd::lb::LbArgs),
     /// Database replication: setup, status, switchover, checksum.

@@ -11,20 +11,15 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct NodeArg {
     /// The node (default: this host's node). Another node's agent must listen
-    /// on a non-loopback `api.listen` with an `api.token_file`.
+    /// on a non-loopback `api.listen`.
     pub target: Option<String>,
 }
 
 /// The address to dial for this host's agent: `[api] listen`, a wildcard
 /// meaning this host (loopback).
 pub fn local_api(config: &Config) -> anyhow::Result<String> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
-    let listen = &config.file.api.listen;
-    let mut addr = listen
-        .to_socket_addrs()
-        .with_context(|| format!("[api] listen {listen:?} is not an address"))?
-        .next()
-        .with_context(|| format!("[api] listen {listen:?} resolves to nothing"))?;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut addr = config.file.api.listen_addr();
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -34,33 +29,17 @@ pub fn local_api(config: &Config) -> anyhow::Result<String> {
     Ok(addr.to_string())
 }
 
-/// Where to reach `target`'s API: this host's `api.listen`, or the node's
-/// first address on the same port.
-fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow::Result<String> {
-    let listen = config.file.api.listen.clone();
-    let local_name = local
-        .map(str::to_string)
-        .unwrap_or_else(keepup_config::hostname);
-    let Some(t) = target.filter(|t| *t != local_name) else {
-        return Ok(listen);
-    };
-    let node = config
-        .node(t)
-        .with_context(|| format!("no node {t:?} in {}", config.path.display()))?;
-    let port = listen
-        .rsplit_once(':')
-        .map(|(_, p)| p)
-        .context("api.listen has no port")?;
-    let ip = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
-    if ip.starts_with("127.") || ip == "localhost" || ip == "[::1]" {
-        anyhow::bail!(
-            "node {t:?} is another host and api.listen ({listen}) is loopback-only: run this command on {t}, or set api.listen = \"0.0.0.0:{port}\" with an api.token_file"
-        );
-    }
-    let addr = node
+/// Where `node`'s agent answers: its first address on this config's API
+/// port (every node shares the one keepup.toml, so the same `[api]`).
+pub fn api_of_node(config: &Config, node: &str) -> anyhow::Result<String> {
+    let n = config
+        .node(node)
+        .with_context(|| format!("no node {node:?} in {}", config.path.display()))?;
+    let port = config.file.api.listen_addr().port();
+    let addr = n
         .addresses
         .first()
-        .context("node has no address")?
+        .with_context(|| format!("node {node:?} has no address"))?
         .get_ref()
         .clone();
     Ok(if addr.contains(':') {
@@ -70,25 +49,80 @@ fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow:
     })
 }
 
-/// POSTs `path` to the agent at `api`, with the token from the config if any.
+/// Where to reach `target`'s API: this host's `api.listen`, or the node's
+/// first address on the same port.
+fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow::Result<String> {
+    let local_name = local
+        .map(str::to_string)
+        .unwrap_or_else(keepup_config::hostname);
+    let Some(t) = target.filter(|t| *t != local_name) else {
+        return local_api(config);
+    };
+    let listen = config.file.api.listen_addr();
+    if listen.ip().is_loopback() {
+        anyhow::bail!(
+            "node {t:?} is another host and api.listen ({listen}) is loopback-only: run this command on {t}, or set api.listen = \"0.0.0.0:{}\"",
+            listen.port()
+        );
+    }
+    api_of_node(config, t)
+}
+
+/// The API tokens for `config`: its token files, else derived from the
+/// cluster key (readable by root).
+pub fn tokens(config: &Config) -> anyhow::Result<keepup_api::ApiTokens> {
+    let api = &config.file.api;
+    keepup_api::ApiTokens::load(
+        config.file.cluster.key_file.get_ref(),
+        api.token_file.as_ref().map(|t| t.get_ref().as_path()),
+        api.read_token_file.as_ref().map(|t| t.get_ref().as_path()),
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Arguments of `keepup api-token`.
+#[derive(Debug, Args)]
+pub struct ApiTokenArgs {
+    /// The read-only token (status, events, metrics, the dashboard) instead
+    /// of the control token.
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+/// `keepup api-token [--read-only]`: prints the token and, for the read
+/// token, the dashboard address to open.
+pub fn api_token(config_path: &Path, args: ApiTokenArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path, HostChecks::FileOnly)?;
+    let t = tokens(&config)?;
+    if args.read_only {
+        println!("{}", t.read);
+        eprintln!(
+            "dashboard from another host: http://NODE:{}/#token={} (the page keeps it and clears it from the address bar)",
+            config.file.api.listen_addr().port(),
+            t.read
+        );
+    } else {
+        println!("{}", t.control);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// POSTs `path` to the agent at `api` with the control token and a JSON
+/// body (`{}` when there is nothing to say).
 pub async fn post(
     config: &Config,
     api: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(bool, String)> {
+    let token = tokens(config)?.control;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
         .build()?;
-    let mut req = client.post(format!("http://{api}{path}"));
-    if let Some(t) = &config.file.api.token_file {
-        let token = std::fs::read_to_string(t.get_ref())
-            .with_context(|| format!("cannot read API token file {}", t.get_ref().display()))?;
-        req = req.bearer_auth(token.trim());
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
+    let req = client
+        .post(format!("http://{api}{path}"))
+        .bearer_auth(token)
+        .json(&body.unwrap_or_else(|| serde_json::json!({})));
     let resp = req
         .send()
         .await
@@ -96,8 +130,8 @@ pub async fn post(
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     let message = v["message"].as_str().unwrap_or("").to_string();
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        anyhow::bail!("{api}: {message}");
+    if status.is_client_error() && status != reqwest::StatusCode::CONFLICT {
+        anyhow::bail!("{api}: HTTP {status}: {message}");
     }
     Ok((status.is_success() && v["ok"] == true, message))
 }

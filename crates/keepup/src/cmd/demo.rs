@@ -72,16 +72,11 @@ fn say(t0: Instant, msg: &str) {
     let _ = out.flush();
 }
 
-fn site_config(
-    key: &std::path::Path,
-    token: &std::path::Path,
-    db: Option<&std::path::Path>,
-) -> String {
+fn site_config(key: &std::path::Path, db: Option<&std::path::Path>) -> String {
     let mut t = format!(
         "[cluster]\nname = \"demo\"\nkey_file = \"{}\"\n\n[timing]\nheartbeat_ms = 50\ndead_ms = 200\nwarn_ms = 100\ninitial_dead_ms = 1000\n\n\
-         [api]\nlisten = \"0.0.0.0:7947\"\ntoken_file = \"{}\"\n\n",
+         [api]\nlisten = \"0.0.0.0:7947\"\n\n",
         key.display(),
-        token.display()
     );
     let db_nodes: &[(&str, u8, u32)] = if db.is_some() { &DBS } else { &[] };
     for (name, idx, prio) in LBS.iter().chain(db_nodes) {
@@ -134,10 +129,8 @@ impl Site {
         std::fs::write(&key, demo_key())?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        let token_file = dir.join("api-token");
-        let token: String = demo_key().iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&token_file, &token)?;
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+        // The dashboard's read-only token (the agents derive it from the key).
+        let token = keepup_api::tokens::derive(&demo_key(), "read");
         let with_db = keepup_db::local_server::available()
             && keepup_testkit::require::program("mariadb").is_some();
         if with_db {
@@ -146,10 +139,7 @@ impl Site {
             say(t0, "MariaDB is not installed (apt-get install mariadb-server mariadb-client): the demo runs without the database part");
         }
         let config = dir.join("keepup.toml");
-        std::fs::write(
-            &config,
-            site_config(&key, &token_file, with_db.then_some(dir.as_path())),
-        )?;
+        std::fs::write(&config, site_config(&key, with_db.then_some(dir.as_path())))?;
 
         let mut lab = Lab::new(1)?;
         for (name, idx, _) in LBS {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cluster_view;
 pub mod config;
 pub mod control;
 pub mod db;
@@ -18,7 +19,8 @@ use std::process::ExitCode;
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(&cli.config, cli.node.as_deref(), args),
-        Command::Status(args) => status::run(&cli.config, args),
+        Command::Status(args) => status::run(&cli.config, cli.node.as_deref(), args),
+        Command::ApiToken(a) => control::api_token(&cli.config, a),
         Command::CheckConfig => check_config(&cli.config, cli.node.as_deref()),
         Command::Config(args) => config::run(args),
         Command::Standby(a) => {

@@ -14,6 +14,9 @@ use std::process::ExitCode;
     long_about = "Shows the cluster as the local agent sees it: nodes (up/down, links, \
 last heard, priority), resource groups and their owner, load-balancer pools, database \
 topology, dropped packets and the last transitions.\n\n\
+--all asks every node's agent at once (with the read token derived from the cluster key, \
+so run it as root) and shows their views side by side, with every disagreement listed \
+as a problem; it exits 1 when there is one.\n\n\
 --json prints the API's status document (schema in docs/api.md) for scripts."
 )]
 pub struct StatusArgs {
@@ -23,23 +26,27 @@ pub struct StatusArgs {
     /// Refresh every second until interrupted.
     #[arg(long)]
     pub watch: bool,
+    /// Every node's own view side by side, disagreements as problems.
+    #[arg(long, conflicts_with = "api")]
+    pub all: bool,
     /// Agent API address (default: api.listen from the config).
     #[arg(long)]
     pub api: Option<String>,
 }
 
-/// Fetches `path` from the agent API (GET).
-pub async fn api_get(api: &str, path: &str) -> anyhow::Result<Value> {
+/// Fetches `path` from the agent API (GET), with `token` when given.
+pub async fn api_get(api: &str, path: &str, token: Option<&str>) -> anyhow::Result<Value> {
     let url = format!("http://{api}{path}");
-    let resp = reqwest::Client::builder()
+    let mut req = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
         .build()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| {
-            format!("no agent answers at {api} (is `keepup run` running on this node?)")
-        })?;
+        .get(&url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!("no agent answers at {api} (is `keepup run` running on this node?)")
+    })?;
     let status = resp.status();
     let body: Value = resp
         .json()
@@ -54,36 +61,63 @@ pub async fn api_get(api: &str, path: &str) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-/// The API address: `--api`, else this host's `api.listen`.
-pub fn api_address(config: &Path, explicit: Option<&str>) -> anyhow::Result<String> {
-    if let Some(a) = explicit {
-        return Ok(a.to_string());
+/// Asks the local agent (or every agent, `--all`) and prints what it knows.
+pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path, HostChecks::FileOnly)?;
+    // The read token when this user can produce it (root); loopback reads
+    // need none, so a plain `keepup status` works without it.
+    let token = super::control::tokens(&config).ok().map(|t| t.read);
+    if args.all && token.is_none() {
+        super::control::tokens(&config)?;
     }
-    let c = Config::load(config, HostChecks::FileOnly)?;
-    super::control::local_api(&c)
-}
-
-/// Asks the local agent and prints what it knows.
-pub fn run(config: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let api = api_address(config, args.api.as_deref())?;
+    let api = match &args.api {
+        Some(a) => a.clone(),
+        None => super::control::local_api(&config)?,
+    };
+    let here = local
+        .map(str::to_string)
+        .unwrap_or_else(keepup_config::hostname);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     loop {
-        let doc = rt.block_on(api_get(&api, "/v1/status"))?;
         let mut out = std::io::stdout().lock();
-        if args.json {
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-        } else {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            if args.watch && colour {
-                write!(out, "\x1b[2J\x1b[H")?;
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        if args.watch && colour && !args.json {
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        let mut code = ExitCode::SUCCESS;
+        if args.all {
+            let answers = rt.block_on(super::cluster_view::fetch_all(
+                &config,
+                &here,
+                token.as_deref().unwrap_or_default(),
+            ));
+            let cmp = super::cluster_view::compare(&answers);
+            if !cmp.problems.is_empty() {
+                code = ExitCode::FAILURE;
             }
-            write!(out, "{}", render(&doc, colour))?;
+            if args.json {
+                let nodes: serde_json::Map<String, Value> = answers
+                    .into_iter()
+                    .map(|(n, a)| (n, a.unwrap_or_else(|e| serde_json::json!({"error": e}))))
+                    .collect();
+                let doc = serde_json::json!({"nodes": nodes, "problems": cmp.problems});
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                write!(out, "{}", super::cluster_view::render(&cmp, &here))?;
+            }
+        } else {
+            let doc = rt.block_on(api_get(&api, "/v1/status", token.as_deref()))?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                write!(out, "{}", render(&doc, colour))?;
+            }
         }
         out.flush()?;
         if !args.watch {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(code);
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }

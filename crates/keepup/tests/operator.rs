@@ -1,0 +1,274 @@
+//! The operator surface against real agents in namespaces (issue #11):
+//! `keepup status --all` from any node, with a node cut off, and the API
+//! attacks a web page or a relay can make, answered without effect.
+
+#![allow(clippy::unwrap_used)]
+
+mod lab;
+
+use lab::{can_run, keepup, Builder, Cluster};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// `keepup status --all --json` run inside node `on`: (exit success, document).
+fn status_all(c: &Cluster, on: &str) -> (bool, Value) {
+    let out = c
+        .lab
+        .command(on, keepup())
+        .unwrap()
+        .args([
+            "-c",
+            c.config.to_str().unwrap(),
+            "--node",
+            on,
+            "status",
+            "--all",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --all on {on}: {e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), doc)
+}
+
+fn problems(doc: &Value) -> Vec<String> {
+    doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Retries `status --all` on `on` until `ok` holds (the views converge
+/// within a few heartbeats), returning the last answer.
+fn wait_all(c: &Cluster, on: &str, what: &str, ok: impl Fn(bool, &[String]) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let (success, doc) = status_all(c, on);
+        let p = problems(&doc);
+        if ok(success, &p) {
+            return doc;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{what}: still {p:#?} (exit success {success})\n{}",
+            c.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// Issue #11: "`status --all` in a 3-node lab with one node cut off".
+#[test]
+fn status_all_shows_every_view_and_names_a_cut_off_node() {
+    if !can_run("status_all_shows_every_view_and_names_a_cut_off_node") {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 300), ("b", 200), ("c", 100)])
+        .extra("[api]\nlisten = \"0.0.0.0:7947\"\n")
+        .build("statusall");
+    c.start_all();
+    c.wait_acquired("a", Duration::from_secs(10));
+    for n in ["a", "b", "c"] {
+        c.wait_api(n);
+    }
+    // Every node answers and they agree, asked from any of them.
+    for on in ["b", "c"] {
+        let doc = wait_all(&c, on, "healthy cluster", |ok, p| ok && p.is_empty());
+        for n in ["a", "b", "c"] {
+            assert_eq!(doc["nodes"][n]["node"], n, "{doc:#}");
+        }
+        assert_eq!(doc["nodes"]["b"]["cluster"]["groups"][0]["owner"], "a");
+    }
+    // The text form lines the views up.
+    let text = c
+        .lab
+        .run(
+            "b",
+            keepup(),
+            &[
+                "-c",
+                c.config.to_str().unwrap(),
+                "--node",
+                "b",
+                "status",
+                "--all",
+            ],
+        )
+        .unwrap();
+    assert!(text.contains("group site owner"), "{text}");
+    assert!(text.contains("PROBLEMS none"), "{text}");
+
+    // Cut c off (its loopback stays open): from a, c does not answer; from
+    // c, a and b do not, and c's own view is shown.
+    c.lab.partition("c", true).unwrap();
+    let doc = wait_all(&c, "a", "c cut off, seen from a", |ok, p| {
+        !ok && p
+            .iter()
+            .any(|x| x.starts_with("c: no answer from 10.77.0.3:7947"))
+    });
+    assert_eq!(doc["nodes"]["a"]["node"], "a");
+    assert!(doc["nodes"]["c"]["error"].is_string(), "{doc:#}");
+    let doc = wait_all(&c, "c", "c cut off, seen from c", |ok, p| {
+        !ok && p.iter().any(|x| x.starts_with("a: no answer"))
+            && p.iter().any(|x| x.starts_with("b: no answer"))
+            && p.iter().any(|x| x.contains("c sees no raft leader"))
+    });
+    assert_eq!(doc["nodes"]["c"]["node"], "c");
+    c.lab.partition("c", false).unwrap();
+    wait_all(&c, "c", "healed", |ok, p| ok && p.is_empty());
+}
+
+/// `curl` inside `on`: the HTTP status it got.
+fn curl(c: &Cluster, on: &str, args: &[&str]) -> u16 {
+    let mut all = vec![
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
+    ];
+    all.extend_from_slice(args);
+    c.lab.run(on, "curl", &all).unwrap().trim().parse().unwrap()
+}
+
+// Issue #11: "the API attacks above (foreign Origin/Host, text/plain, no
+// token, half-open flood) each answered without effect" — against a real
+// agent, checked by its status afterwards.
+#[test]
+fn api_attacks_on_a_real_agent_change_nothing() {
+    if !can_run("api_attacks_on_a_real_agent_change_nothing") {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .extra("[api]\nlisten = \"0.0.0.0:7947\"\nmax_connections = 32\n")
+        .build("apiattack");
+    c.start_all();
+    c.wait_acquired("a", Duration::from_secs(10));
+    let url = "http://127.0.0.1:7947/v1/standby";
+    // A web page's form POST.
+    let form = [
+        "-X",
+        "POST",
+        "-H",
+        "Origin: http://evil.example",
+        "-H",
+        "Content-Type: text/plain",
+        "--data",
+        "x=1",
+        url,
+    ];
+    assert_eq!(curl(&c, "a", &form), 403);
+    // No Origin, no token (a script on this host, an old browser).
+    assert_eq!(
+        curl(
+            &c,
+            "a",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "{}",
+                url
+            ]
+        ),
+        401
+    );
+    // DNS rebinding: a foreign name in Host.
+    assert_eq!(
+        curl(
+            &c,
+            "a",
+            &[
+                "-H",
+                "Host: evil.example:7947",
+                "http://127.0.0.1:7947/v1/status"
+            ]
+        ),
+        421
+    );
+    // From the client namespace: reads need a token.
+    assert_eq!(
+        curl(&c, "client", &["http://10.77.0.1:7947/v1/status"]),
+        401
+    );
+    // With the control token but not JSON.
+    let token = c
+        .lab
+        .run(
+            "a",
+            keepup(),
+            &["-c", c.config.to_str().unwrap(), "api-token"],
+        )
+        .unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    assert_eq!(
+        curl(
+            &c,
+            "client",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: text/plain",
+                "http://10.77.0.1:7947/v1/standby"
+            ]
+        ),
+        415
+    );
+    // A half-open flood from the client namespace: 500 connections that
+    // never finish their headers.
+    let flood = c
+        .lab
+        .command("client", "python3")
+        .unwrap()
+        .args([
+            "-c",
+            "import socket,time\nss=[]\nfor i in range(500):\n  s=socket.socket(); s.settimeout(2)\n  try:\n    s.connect(('10.77.0.1',7947)); s.send(b'GET / HTTP/1.1\\r\\nHost: ')\n  except OSError: pass\n  ss.append(s)\ntime.sleep(3)\n",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Meanwhile the agent works and answers loopback (its own slots).
+    let st = c.status("a");
+    assert_eq!(st["node"], "a");
+    let mut flood = flood;
+    flood.wait().unwrap();
+    // Nothing moved: a is not in standby and still holds the group.
+    let st = c.status("a");
+    assert_eq!(Cluster::node_in(&st, "a")["standby"], false, "{st:#}");
+    assert_eq!(st["cluster"]["groups"][0]["owner"], "a");
+    assert_eq!(c.vip_holders(), vec!["a".to_string()]);
+    // And the real control path still works with the token and JSON.
+    assert_eq!(
+        curl(
+            &c,
+            "client",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "{}",
+                "http://10.77.0.1:7947/v1/online"
+            ]
+        ),
+        200
+    );
+}
