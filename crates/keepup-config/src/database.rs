@@ -179,6 +179,127 @@ impl DatabaseSection {
     }
 }
 
+/// One problem in `[database]`: its place in the file and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbProblem {
+    /// Path of the offending value, e.g. `database.server[1].address`.
+    pub at: crate::locate::Path,
+    /// The message, with the fix.
+    pub message: String,
+}
+
+/// True when `addr` is `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn is_host_port(addr: &str) -> bool {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, "")) => !h.is_empty(),
+            Some((h, p)) => {
+                !h.is_empty()
+                    && p.strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok())
+            }
+            None => false,
+        };
+    }
+    match addr.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => !h.is_empty() && p.parse::<u16>().is_ok(),
+        _ => !addr.is_empty(),
+    }
+}
+
+impl DatabaseSection {
+    /// What is wrong with the section on its own: at least two servers,
+    /// unique names and addresses, the preferred primary exists,
+    /// master-master has exactly two. (References to groups, nodes and
+    /// frontends are checked with the whole file.)
+    pub fn problems_at(&self) -> Vec<DbProblem> {
+        use crate::path;
+        let mut out = Vec::new();
+        let mut push =
+            |at: crate::locate::Path, message: String| out.push(DbProblem { at, message });
+        if self.server.len() < 2 {
+            push(
+                path!["database"],
+                "needs at least two [[database.server]] entries (a primary and a replica)"
+                    .to_string(),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for (i, s) in self.server.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                push(
+                    path!["database", "server", i, "name"],
+                    format!("server name {:?} is used twice", s.name),
+                );
+            }
+            if !addrs.insert(s.address.as_str()) {
+                push(
+                    path!["database", "server", i, "address"],
+                    format!(
+                        "address {:?} is used twice: each server needs its own",
+                        s.address
+                    ),
+                );
+            }
+            if !is_host_port(&s.address) {
+                push(
+                    path!["database", "server", i, "address"],
+                    format!(
+                        "server {:?}: address {:?} is not host:port, e.g. \"10.0.0.21:3306\"",
+                        s.name, s.address
+                    ),
+                );
+            }
+            if let Some(r) = &s.replication_address {
+                if !is_host_port(r) {
+                    push(
+                        path!["database", "server", i, "replication_address"],
+                        format!(
+                            "server {:?}: replication_address {r:?} is not host:port",
+                            s.name
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &self.preferred_primary {
+            if self.server(p).is_none() {
+                let known: Vec<&str> = self.server.iter().map(|s| s.name.as_str()).collect();
+                push(
+                    path!["database", "preferred_primary"],
+                    format!(
+                        "preferred_primary {p:?} is not a [[database.server]] (servers: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.topology == DbTopology::MasterMaster && self.server.len() != 2 {
+            push(path!["database", "topology"], format!(
+                "topology master-master needs exactly two servers, found {}: use topology = \"master-slave\" for more",
+                self.server.len()
+            ));
+        }
+        if self.replication_user.is_empty() || self.replication_user.len() > 80 {
+            push(
+                path!["database", "replication_user"],
+                "replication_user must be 1 to 80 characters".into(),
+            );
+        }
+        for (field, v) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("catchup_timeout_ms", self.catchup_timeout_ms),
+            ("semi_sync_timeout_ms", self.semi_sync_timeout_ms),
+        ] {
+            if v == 0 {
+                push(path!["database", field], format!("{field} must be above 0"));
+            }
+        }
+        out
+    }
+}
+
 impl DatabaseSection {
     /// The `rpl_semi_sync_master_timeout` keepup sets: the configured one
     /// in relaxed mode; in strict mode the largest the server takes

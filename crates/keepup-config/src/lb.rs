@@ -21,8 +21,8 @@
 //! ```
 //!
 //! Plain types only (no `Spanned`): the load balancer compares old and new
-//! sections on reload, and `problems()` names the offending frontend, pool or
-//! backend instead of a line.
+//! sections on reload. `problems_at()` gives each problem a path into the
+//! file (`lb.frontend[1].bind`), which validation turns into its line.
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -351,25 +351,49 @@ fn default_weight() -> u32 {
     100
 }
 
+/// One problem in `[lb]`: where it is (a path into the file, for its line)
+/// and what is wrong, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbProblem {
+    /// Path of the offending value, e.g. `lb.frontend[1].bind`.
+    pub at: crate::locate::Path,
+    /// The message.
+    pub message: String,
+}
+
 impl LbSection {
     /// What is wrong with this section, one message per problem (empty: fine).
-    /// Checks what serde cannot: unique names, pool references, addresses,
-    /// weights, health-check ranges.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_at().into_iter().map(|p| p.message).collect()
+    }
+
+    /// What is wrong, each with where: unique names and binds, pool
+    /// references, addresses, weights, health-check ranges.
+    pub fn problems_at(&self) -> Vec<LbProblem> {
+        use crate::path;
         let mut out = Vec::new();
+        let mut push =
+            |at: crate::locate::Path, message: String| out.push(LbProblem { at, message });
         if self.workers == 0 || self.workers > 256 {
-            out.push(format!(
-                "[lb] workers = {} must be between 1 and 256",
-                self.workers
-            ));
+            push(
+                path!["lb", "workers"],
+                format!("[lb] workers = {} must be between 1 and 256", self.workers),
+            );
         }
         let mut pools = BTreeSet::new();
-        for p in &self.pool {
+        for (pi, p) in self.pool.iter().enumerate() {
+            let here = |k: &'static str| path!["lb", "pool", pi, k];
             if !pools.insert(p.name.as_str()) {
-                out.push(format!("duplicate [[lb.pool]] {:?}", p.name));
+                push(
+                    here("name"),
+                    format!(
+                        "duplicate [[lb.pool]] {:?}: pool names must be unique",
+                        p.name
+                    ),
+                );
             }
             if p.backend.is_empty() {
-                out.push(format!("pool {:?} has no backends", p.name));
+                push(here("name"), format!("pool {:?} has no backends: add a [[lb.pool.backend]] with name and address", p.name));
             }
             if p.algorithm == LbAlgorithm::ConsistentHash
                 && !(p.hash_key == "uri"
@@ -378,122 +402,212 @@ impl LbSection {
                         .strip_prefix("header:")
                         .is_some_and(|h| !h.is_empty() && http_token(h)))
             {
-                out.push(format!(
+                push(
+                    here("hash_key"),
+                    format!(
                     "pool {:?}: hash_key {:?} must be \"uri\", \"source-ip\" or \"header:NAME\"",
                     p.name, p.hash_key
-                ));
+                ),
+                );
             }
             if let Some(c) = &p.sticky_cookie {
                 if c.is_empty() || !http_token(c) {
-                    out.push(format!(
-                        "pool {:?}: sticky_cookie {c:?} is not a valid cookie name",
+                    push(here("sticky_cookie"), format!(
+                        "pool {:?}: sticky_cookie {c:?} is not a valid cookie name (letters, digits and -._~)",
                         p.name
                     ));
                 }
             }
             if let Some(h) = &p.health {
+                let hp = |k: &'static str| path!["lb", "pool", pi, "health", k];
                 if h.expect_status[0] > h.expect_status[1]
                     || h.expect_status[0] < 100
                     || h.expect_status[1] > 599
                 {
-                    out.push(format!(
-                        "pool {:?}: expect_status {:?} must be a range within 100..=599",
+                    push(hp("expect_status"), format!(
+                        "pool {:?}: expect_status {:?} must be [lowest, highest] HTTP statuses between 100 and 599, e.g. [200, 399]",
                         p.name, h.expect_status
                     ));
                 }
                 if h.interval_ms == 0 || h.rise == 0 || h.fall == 0 {
-                    out.push(format!(
-                        "pool {:?}: health interval_ms, rise and fall must be above 0",
-                        p.name
-                    ));
+                    push(
+                        hp("interval_ms"),
+                        format!(
+                            "pool {:?}: health interval_ms, rise and fall must be above 0",
+                            p.name
+                        ),
+                    );
+                }
+                if h.timeout_ms == 0 {
+                    push(
+                        hp("timeout_ms"),
+                        format!("pool {:?}: health timeout_ms must be above 0", p.name),
+                    );
                 }
                 if !h.path.starts_with('/') {
-                    out.push(format!(
-                        "pool {:?}: health path {:?} must start with /",
-                        p.name, h.path
-                    ));
+                    push(
+                        hp("path"),
+                        format!(
+                            "pool {:?}: health path {:?} must start with /",
+                            p.name, h.path
+                        ),
+                    );
                 }
             }
             let mut names = BTreeSet::new();
-            for b in &p.backend {
+            let mut addresses = BTreeSet::new();
+            for (bi, b) in p.backend.iter().enumerate() {
+                let bp = |k: &'static str| path!["lb", "pool", pi, "backend", bi, k];
                 if !names.insert(b.name.as_str()) {
-                    out.push(format!("pool {:?}: duplicate backend {:?}", p.name, b.name));
+                    push(bp("name"), format!("pool {:?}: duplicate backend {:?}: backend names must be unique in a pool", p.name, b.name));
                 }
                 if b.name.is_empty() || !http_token(&b.name) {
-                    out.push(format!(
-                        "pool {:?}: backend name {:?} may only hold letters, digits and -._~",
-                        p.name, b.name
-                    ));
+                    push(
+                        bp("name"),
+                        format!(
+                            "pool {:?}: backend name {:?} may only hold letters, digits and -._~",
+                            p.name, b.name
+                        ),
+                    );
                 }
-                if b.address.parse::<SocketAddr>().is_err() {
-                    out.push(format!(
-                        "pool {:?}: backend {:?} address {:?} is not IP:port",
+                match b.address.parse::<SocketAddr>() {
+                    Err(_) => push(bp("address"), format!(
+                        "pool {:?}: backend {:?} address {:?} is not IP:port, e.g. \"10.0.0.11:8080\" or \"[2001:db8::11]:8080\"",
                         p.name, b.name, b.address
-                    ));
+                    )),
+                    Ok(a) => {
+                        if !addresses.insert(a) {
+                            push(bp("address"), format!(
+                                "pool {:?}: backend {:?} has the address {a} of another backend of the pool: it would get twice the traffic",
+                                p.name, b.name
+                            ));
+                        }
+                    }
                 }
                 if b.weight == 0 || b.weight > 1000 {
-                    out.push(format!(
-                        "pool {:?}: backend {:?} weight {} must be 1..=1000",
-                        p.name, b.name, b.weight
-                    ));
+                    push(
+                        bp("weight"),
+                        format!(
+                            "pool {:?}: backend {:?} weight {} must be between 1 and 1000",
+                            p.name, b.name, b.weight
+                        ),
+                    );
                 }
             }
         }
         let mut fronts = BTreeSet::new();
-        for f in &self.frontend {
+        let mut binds: Vec<(SocketAddr, &str)> = Vec::new();
+        for (fi, f) in self.frontend.iter().enumerate() {
+            let fp = |k: &'static str| path!["lb", "frontend", fi, k];
             if !fronts.insert(f.name.as_str()) {
-                out.push(format!("duplicate [[lb.frontend]] {:?}", f.name));
+                push(
+                    fp("name"),
+                    format!(
+                        "duplicate [[lb.frontend]] {:?}: frontend names must be unique",
+                        f.name
+                    ),
+                );
             }
-            if f.bind.parse::<SocketAddr>().is_err() {
-                out.push(format!(
-                    "frontend {:?}: bind {:?} is not IP:port",
+            match f.bind.parse::<SocketAddr>() {
+                Err(_) => push(fp("bind"), format!(
+                    "frontend {:?}: bind {:?} is not IP:port, e.g. \"10.0.0.100:80\" (the floating IP) or \"0.0.0.0:80\"",
                     f.name, f.bind
-                ));
+                )),
+                Ok(a) => {
+                    // Two listeners on one port with SO_REUSEPORT would split
+                    // the traffic between them at random.
+                    let clash = binds.iter().find(|(o, _)| {
+                        o.port() == a.port()
+                            && (o.ip() == a.ip() || o.ip().is_unspecified() || a.ip().is_unspecified())
+                    });
+                    if let Some((o, other)) = clash {
+                        push(fp("bind"), format!(
+                            "frontend {:?}: bind {a} overlaps frontend {other:?} ({o}): both would listen and split the traffic at random; give each its own address or port",
+                            f.name
+                        ));
+                    }
+                    binds.push((a, f.name.as_str()));
+                }
             }
             if !pools.contains(f.pool.as_str()) {
-                out.push(format!(
-                    "frontend {:?} names unknown pool {:?}",
-                    f.name, f.pool
-                ));
+                let known: Vec<&str> = self.pool.iter().map(|p| p.name.as_str()).collect();
+                push(
+                    fp("pool"),
+                    format!(
+                        "frontend {:?} names unknown pool {:?} (pools: {})",
+                        f.name,
+                        f.pool,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
             }
             if f.mode == LbMode::Http && f.send_proxy_protocol != ProxyProtocolVersion::None {
-                out.push(format!(
+                push(fp("send_proxy_protocol"), format!(
                     "frontend {:?}: send_proxy_protocol needs mode = \"tcp\" (HTTP backends get the client in X-Forwarded-For and Forwarded)",
                     f.name
                 ));
             }
             if f.mode == LbMode::Tcp && !f.tls.is_empty() {
-                out.push(format!(
+                push(fp("tls"), format!(
                     "frontend {:?}: tls needs mode = \"http\" (TCP mode passes TLS through untouched)",
                     f.name
                 ));
             }
             for t in &f.trusted_proxies {
                 if crate::parse_cidr(t).is_err() {
-                    out.push(format!(
-                        "frontend {:?}: trusted_proxies entry {t:?} is not an address or CIDR",
+                    push(fp("trusted_proxies"), format!(
+                        "frontend {:?}: trusted_proxies entry {t:?} is not an address or CIDR, e.g. \"10.0.0.0/8\"",
                         f.name
                     ));
                 }
             }
             if f.max_connections == 0 {
-                out.push(format!(
-                    "frontend {:?}: max_connections must be above 0",
-                    f.name
-                ));
+                push(
+                    fp("max_connections"),
+                    format!("frontend {:?}: max_connections must be above 0", f.name),
+                );
             }
             if f.max_header_bytes < 8192 {
-                out.push(format!(
-                    "frontend {:?}: max_header_bytes {} must be at least 8192",
-                    f.name, f.max_header_bytes
-                ));
+                push(
+                    fp("max_header_bytes"),
+                    format!(
+                        "frontend {:?}: max_header_bytes {} must be at least 8192",
+                        f.name, f.max_header_bytes
+                    ),
+                );
             }
             if !(1..=256).contains(&f.max_headers) {
-                out.push(format!(
-                    "frontend {:?}: max_headers {} must be between 1 and 256",
-                    f.name, f.max_headers
-                ));
+                push(
+                    fp("max_headers"),
+                    format!(
+                        "frontend {:?}: max_headers {} must be between 1 and 256",
+                        f.name, f.max_headers
+                    ),
+                );
             }
+            for (field, v) in [
+                ("header_read_timeout_ms", f.header_read_timeout_ms),
+                ("idle_timeout_ms", f.idle_timeout_ms),
+                ("connect_timeout_ms", f.connect_timeout_ms),
+                ("backend_timeout_ms", f.backend_timeout_ms),
+            ] {
+                if v == 0 {
+                    push(
+                        fp(field),
+                        format!("frontend {:?}: {field} must be above 0", f.name),
+                    );
+                }
+            }
+        }
+        if let Some(bad) = self.nodes.iter().find(|n| n.is_empty()) {
+            push(
+                path!["lb", "nodes"],
+                format!("[lb] nodes entry {bad:?} is empty: name [[node]]s"),
+            );
         }
         out
     }

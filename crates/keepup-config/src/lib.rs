@@ -15,6 +15,7 @@
 mod database;
 mod error;
 mod lb;
+pub mod locate;
 mod model;
 mod validate;
 
@@ -58,7 +59,10 @@ impl Config {
             ConfigErrors::single(ConfigError::new(
                 path,
                 None,
-                format!("cannot read config file: {e}"),
+                format!(
+                    "cannot read the config file: {}",
+                    validate::plain_io(&e).to_lowercase()
+                ),
             ))
         })?;
         Self::parse(path, &text, checks)
@@ -68,7 +72,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str, checks: HostChecks) -> Result<Config, ConfigErrors> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ConfigErrors::single(ConfigError::new(path, line, e.message().to_string()))
+            ConfigErrors::single(ConfigError::new(path, line, plain_serde(e.message())))
         })?;
         validate::validate(path, text, &file, checks)?;
         Ok(Config {
@@ -76,6 +80,13 @@ impl Config {
             file,
             text: text.to_string(),
         })
+    }
+
+    /// An error at the line of the value `at` leads to (for checks made
+    /// outside this crate, e.g. the load balancer's TLS files).
+    pub fn error_at(&self, at: &[locate::Step], message: impl Into<String>) -> ConfigError {
+        let line = locate::offset_of(&self.text, at).map(|o| line_of(&self.text, o));
+        ConfigError::new(&self.path, line, message)
     }
 
     /// Checks that every heartbeat address of `node` is configured on this host.
@@ -119,6 +130,35 @@ impl Config {
             )
         })
     }
+}
+
+/// A serde message in plain words: Rust type names (`u16`, `usize`) become
+/// what the value must be.
+fn plain_serde(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, plain) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        (
+            "expected u16",
+            "expected a whole number from 0 to 65535 (a port, a status)",
+        ),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected a string", "expected a string in double quotes"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "invalid value: integer `-",
+            "a negative number is not allowed here: `-",
+        ),
+    ] {
+        m = m.replace(rust, plain);
+    }
+    m.trim_end().to_string()
 }
 
 /// This host's name as the kernel reports it (what Heartbeat's `uname -n` gave).

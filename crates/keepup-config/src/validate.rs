@@ -27,6 +27,15 @@ impl Checker<'_> {
         self.errors
             .push(ConfigError::new(self.path, Some(line), msg.into()));
     }
+    /// At the line of the value `path` leads to (`lb.frontend[1].bind`),
+    /// for sections without spans; the nearest written parent when the
+    /// value is a default.
+    fn at_path(&mut self, path: impl AsRef<[crate::locate::Step]>, msg: impl Into<String>) {
+        let line =
+            crate::locate::offset_of(self.text, path.as_ref()).map(|o| line_of(self.text, o));
+        self.errors
+            .push(ConfigError::new(self.path, line, msg.into()));
+    }
     /// Line of the first `"value"` after `after` (values inside resources carry no span).
     fn at_value<T>(&mut self, after: &Spanned<T>, value: &str, msg: impl Into<String>) {
         let start = after.span().start;
@@ -49,12 +58,38 @@ impl Checker<'_> {
     }
 }
 
+/// An I/O error without Rust's "(os error N)".
+pub(crate) fn plain_io(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// `a, b, c`, or "none".
+fn list(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// What is wrong with a secret file, if anything: missing, readable by others, too short.
 fn secret_file_problem(p: &Path, what: &str, min_len: usize) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     {
         match std::fs::metadata(p) {
-            Err(e) => Some(format!("{what} {}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "{what} {} does not exist: create it (mode 0600) or fix the path",
+                p.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+                "{what} {} cannot be read: permission denied (run as root)",
+                p.display()
+            )),
+            Err(e) => Some(format!("{what} {}: {}", p.display(), plain_io(&e))),
             Ok(m) => {
                 if m.permissions().mode() & 0o077 != 0 {
                     Some(format!(
@@ -92,11 +127,9 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
-        Some(p) => p
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{s:?} has a bad prefix length (0..={max})"))?,
+        Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+            format!("{s:?} has a bad prefix length: it must be a number from 0 to {max}")
+        })?,
     };
     Ok((ip, prefix))
 }
@@ -119,34 +152,44 @@ pub(crate) fn validate(
     }
 
     let t = &f.timing;
+    use crate::path;
     if t.heartbeat_ms == 0 {
-        c.nowhere("[timing] heartbeat_ms must be above 0");
+        c.at_path(
+            path!["timing", "heartbeat_ms"],
+            "[timing] heartbeat_ms must be above 0",
+        );
     }
     if t.dead_ms < 2 * t.heartbeat_ms {
-        c.nowhere(format!(
+        c.at_path(path!["timing", "dead_ms"], format!(
             "[timing] dead_ms ({}) must be at least twice heartbeat_ms ({}), or one lost packet is a failover",
             t.dead_ms, t.heartbeat_ms
         ));
     }
     if t.warn_ms < t.heartbeat_ms || t.warn_ms > t.dead_ms {
-        c.nowhere(format!(
-            "[timing] warn_ms ({}) must lie between heartbeat_ms ({}) and dead_ms ({})",
-            t.warn_ms, t.heartbeat_ms, t.dead_ms
-        ));
+        c.at_path(
+            path!["timing", "warn_ms"],
+            format!(
+                "[timing] warn_ms ({}) must lie between heartbeat_ms ({}) and dead_ms ({})",
+                t.warn_ms, t.heartbeat_ms, t.dead_ms
+            ),
+        );
     }
 
     if let Some(lease) = t.lease_ms {
         if lease < 2 * t.heartbeat_ms {
-            c.nowhere(format!(
-                "[timing] lease_ms ({lease}) must be at least twice heartbeat_ms ({})",
-                t.heartbeat_ms
-            ));
+            c.at_path(
+                path!["timing", "lease_ms"],
+                format!(
+                    "[timing] lease_ms ({lease}) must be at least twice heartbeat_ms ({})",
+                    t.heartbeat_ms
+                ),
+            );
         }
     }
     let lease = t.lease_ms.unwrap_or(t.dead_ms);
     if let Some(bound) = t.stop_bound_ms {
         if bound * 2 > lease {
-            c.nowhere(format!(
+            c.at_path(path!["timing", "stop_bound_ms"], format!(
                 "[timing] stop_bound_ms ({bound}) must be at most half of the lease ({lease} ms): the holder starts stopping this long before its lease ends; raise lease_ms"
             ));
         }
@@ -184,6 +227,7 @@ pub(crate) fn validate(
         );
     }
     let mut names = BTreeSet::new();
+    let mut seen_addresses: std::collections::BTreeMap<IpAddr, String> = Default::default();
     let links = f.node.first().map(|n| n.addresses.len()).unwrap_or(0);
     for n in &f.node {
         let nm = n.name.get_ref();
@@ -205,13 +249,60 @@ pub(crate) fn validate(
             );
         }
         for a in &n.addresses {
-            if a.get_ref().parse::<IpAddr>().is_err() {
-                c.at(a, format!("{:?} is not an IP address", a.get_ref()));
+            match a.get_ref().parse::<IpAddr>() {
+                Err(_) => c.at(
+                    a,
+                    format!(
+                        "{:?} is not an IP address (write it without port or prefix, e.g. \"10.0.0.1\")",
+                        a.get_ref()
+                    ),
+                ),
+                Ok(ip) => {
+                    if let Some(other) = seen_addresses.insert(ip, nm.clone()) {
+                        c.at(
+                            a,
+                            format!(
+                                "address {ip} is given twice ({}): every node needs its own address on each link",
+                                if other == *nm { format!("twice for node {nm:?}") } else { format!("for nodes {other:?} and {nm:?}") }
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Link i joins the i-th address of every node: one address family per link.
+    for i in 0..links {
+        let mut v4: Option<&String> = None;
+        let mut v6: Option<&String> = None;
+        for n in &f.node {
+            match n
+                .addresses
+                .get(i)
+                .and_then(|a| a.get_ref().parse::<IpAddr>().ok())
+            {
+                Some(IpAddr::V4(_)) => v4 = v4.or(Some(n.name.get_ref())),
+                Some(IpAddr::V6(_)) => v6 = v6.or(Some(n.name.get_ref())),
+                None => {}
+            }
+        }
+        if let (Some(a), Some(b)) = (v4, v6) {
+            if let Some(n) = f.node.iter().find(|n| n.name.get_ref() == b) {
+                if let Some(addr) = n.addresses.get(i) {
+                    c.at(
+                        addr,
+                        format!(
+                            "heartbeat link {} mixes IPv4 (node {a:?}) and IPv6 (node {b:?}): the i-th address of every node forms link i, so give every node the same family there",
+                            i + 1
+                        ),
+                    );
+                }
             }
         }
     }
 
     let mut groups = BTreeSet::new();
+    let mut vips: std::collections::BTreeMap<IpAddr, String> = Default::default();
     for g in &f.group {
         if !groups.insert(g.name.get_ref().clone()) {
             c.at(&g.name, format!("duplicate group {:?}", g.name.get_ref()));
@@ -308,11 +399,20 @@ pub(crate) fn validate(
         }
         for r in &g.resource {
             match r {
-                ResourceConfig::Vip(v) => {
-                    if let Err(e) = parse_cidr(&v.address) {
-                        c.at_value(&g.name, &v.address, e);
+                ResourceConfig::Vip(v) => match parse_cidr(&v.address) {
+                    Err(e) => c.at_value(&g.name, &v.address, e),
+                    Ok((ip, _)) => {
+                        if let Some(other) = vips.insert(ip, g.name.get_ref().clone()) {
+                            c.at_value(
+                                &g.name,
+                                &v.address,
+                                format!(
+                                    "floating IP {ip} is in group {other:?} already: two groups would move it independently and both hold it; keep it in one group"
+                                ),
+                            );
+                        }
                     }
-                }
+                },
                 ResourceConfig::Digitalocean(d) => {
                     if d.reserved_ip.parse::<IpAddr>().is_err() {
                         c.at_value(
@@ -376,11 +476,76 @@ pub(crate) fn validate(
     if let Some(lb) = &f.lb {
         for n in &lb.nodes {
             if !names.contains(n) {
-                c.nowhere(format!("[lb] nodes names unknown node {n:?}"));
+                c.at_path(
+                    path!["lb", "nodes"],
+                    format!("[lb] nodes names unknown node {n:?}"),
+                );
             }
         }
-        for p in lb.problems() {
-            c.nowhere(format!("[lb] {p}"));
+        for p in lb.problems_at() {
+            c.at_path(&p.at, format!("[lb] {}", p.message));
+        }
+    }
+    if let Some(db) = &f.database {
+        for p in db.problems_at() {
+            c.at_path(&p.at, format!("[database] {}", p.message));
+        }
+        if let Some(g) = &db.writer.group {
+            if !groups.contains(g) {
+                c.at_path(
+                    path!["database", "writer", "group"],
+                    format!(
+                        "[database] writer group {g:?} is not a [[group]] (groups: {})",
+                        list(&groups)
+                    ),
+                );
+            }
+        }
+        if let Some(fe) = &db.writer.lb_frontend {
+            let fronts: BTreeSet<String> =
+                f.lb.iter()
+                    .flat_map(|lb| lb.frontend.iter().map(|x| x.name.clone()))
+                    .collect();
+            if !fronts.contains(fe) {
+                c.at_path(
+                    path!["database", "writer", "lb_frontend"],
+                    format!("[database] writer lb_frontend {fe:?} is not a [[lb.frontend]] (frontends: {})", list(&fronts)),
+                );
+            }
+        }
+        for (i, s) in db.server.iter().enumerate() {
+            if !names.contains(s.node()) {
+                c.at_path(
+                    path!["database", "server", i, if s.node.is_some() { "node" } else { "name" }],
+                    format!(
+                        "[database] server {:?} runs on node {:?}, which is not a [[node]]; set node = \"...\" to the keepup node it runs on (nodes: {})",
+                        s.name,
+                        s.node(),
+                        list(&names)
+                    ),
+                );
+            }
+        }
+        if checks == HostChecks::Full {
+            let mut files = vec![(
+                path!["database", "admin_credentials_file"],
+                &db.admin_credentials_file,
+                "database admin credentials file",
+            )];
+            for (i, s) in db.server.iter().enumerate() {
+                if let Some(a) = &s.admin_credentials_file {
+                    files.push((
+                        path!["database", "server", i, "admin_credentials_file"],
+                        a,
+                        "database admin credentials file",
+                    ));
+                }
+            }
+            for (at, file, what) in files {
+                if let Some(msg) = secret_file_problem(file, what, 1) {
+                    c.at_path(&at, msg);
+                }
+            }
         }
     }
 

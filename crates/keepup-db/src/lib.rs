@@ -90,7 +90,7 @@ pub use observe::{
 pub use setup::{setup, setup_with, SetupOptions, SetupReport};
 pub use switchover::{make_read_only, switchover, SwitchoverReport};
 
-use keepup_config::{DatabaseSection, DbTopology};
+use keepup_config::DatabaseSection;
 use serde::Serialize;
 use std::fmt;
 
@@ -129,44 +129,14 @@ impl fmt::Display for Problem {
 }
 
 /// Checks what serde cannot: at least two servers, unique names and
-/// addresses, the preferred primary exists, master-master has exactly two.
+/// addresses, the preferred primary exists, master-master has exactly two
+/// (the schema's own checks, which `keepup check-config` reports with lines).
 pub fn check_section(section: &DatabaseSection) -> Result<(), DbError> {
-    let mut errs = Vec::new();
-    if section.server.len() < 2 {
-        errs.push("needs at least two [[database.server]] entries".to_string());
-    }
-    let mut names = std::collections::BTreeSet::new();
-    let mut addrs = std::collections::BTreeSet::new();
-    for s in &section.server {
-        if !names.insert(s.name.as_str()) {
-            errs.push(format!("server name {:?} is used twice", s.name));
-        }
-        if !addrs.insert(s.address.as_str()) {
-            errs.push(format!("address {:?} is used twice", s.address));
-        }
-        if let Err(e) = conn::split_address(&s.address) {
-            errs.push(e.to_string());
-        }
-        if let Err(e) = conn::split_address(s.replication_address()) {
-            errs.push(e.to_string());
-        }
-    }
-    if let Some(p) = &section.preferred_primary {
-        if section.server(p).is_none() {
-            errs.push(format!(
-                "preferred_primary {p:?} is not a [[database.server]]"
-            ));
-        }
-    }
-    if section.topology == DbTopology::MasterMaster && section.server.len() != 2 {
-        errs.push(format!(
-            "topology master-master needs exactly two servers, found {}",
-            section.server.len()
-        ));
-    }
-    if section.replication_user.is_empty() || section.replication_user.len() > 80 {
-        errs.push("replication_user must be 1 to 80 characters".into());
-    }
+    let errs: Vec<String> = section
+        .problems_at()
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
     if errs.is_empty() {
         Ok(())
     } else {
@@ -247,7 +217,7 @@ mod tests {
             "{e}"
         );
         s.server.pop();
-        s.topology = DbTopology::MasterMaster;
+        s.topology = keepup_config::DbTopology::MasterMaster;
         s.server.push(server("c", "127.0.0.1:3"));
         assert!(check_section(&s).is_err());
     }

@@ -40,7 +40,7 @@ fn load(c: &LbTlsCert) -> Result<Arc<CertifiedKey>, LbError> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| LbError::Tls {
             path: c.cert.display().to_string(),
-            reason: e.to_string(),
+            reason: plain(e.to_string()),
         })?;
     if certs.is_empty() {
         return Err(LbError::Tls {
@@ -50,7 +50,7 @@ fn load(c: &LbTlsCert) -> Result<Arc<CertifiedKey>, LbError> {
     }
     let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| LbError::Tls {
         path: c.key.display().to_string(),
-        reason: e.to_string(),
+        reason: plain(e.to_string()),
     })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
@@ -60,7 +60,55 @@ fn load(c: &LbTlsCert) -> Result<Arc<CertifiedKey>, LbError> {
             path: c.key.display().to_string(),
             reason: e.to_string(),
         })?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|_| LbError::Tls {
+        path: c.key.display().to_string(),
+        reason: format!(
+            "this key does not belong to the certificate in {}: pair each cert with its own key",
+            c.cert.display()
+        ),
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// A PEM/IO error in words: "no such file", not "(os error 2)".
+fn plain(reason: String) -> String {
+    if reason.contains("os error 2") {
+        return "no such file".to_string();
+    }
+    if reason.contains("os error 13") {
+        return "permission denied (run as root, or make it readable by the agent)".to_string();
+    }
+    if reason.contains("no items found") || reason.contains("NoItemsFound") {
+        return "no PEM item of the expected kind in the file".to_string();
+    }
+    match reason.find(" (os error") {
+        Some(i) => reason[..i].to_string(),
+        None => reason,
+    }
+}
+
+/// Every TLS file problem in `section`, each with its place in the file:
+/// a file that cannot be read, holds no certificate or key, or a key that
+/// does not match its certificate. `keepup check-config` reports them.
+pub fn tls_problems(section: &keepup_config::LbSection) -> Vec<keepup_config::LbProblem> {
+    let mut out = Vec::new();
+    for (fi, f) in section.frontend.iter().enumerate() {
+        for (ti, t) in f.tls.iter().enumerate() {
+            if let Err(LbError::Tls { path, reason }) = load(t) {
+                let field = if path == t.cert.display().to_string() {
+                    "cert"
+                } else {
+                    "key"
+                };
+                out.push(keepup_config::LbProblem {
+                    at: keepup_config::path!["lb", "frontend", fi, "tls", ti, field],
+                    message: format!("frontend {:?}: TLS {field} {path}: {reason}", f.name),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A TLS acceptor for these certificates (the first is the default).

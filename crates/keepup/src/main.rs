@@ -23,13 +23,25 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("keepup: {err:#}");
-            if err.chain().any(|c| c.is::<keepup_config::ConfigErrors>()) {
+            // Config problems: one `file:line: message` per line, nothing
+            // in front, so editors and CI annotators can jump to each.
+            if let Some(errors) = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<keepup_config::ConfigErrors>())
+            {
+                eprintln!("{errors}");
                 // EX_CONFIG from sysexits.h: bad configuration.
-                ExitCode::from(78)
-            } else {
-                ExitCode::from(1)
+                return ExitCode::from(78);
             }
+            if let Some(e) = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<keepup_config::ConfigError>())
+            {
+                eprintln!("{e}");
+                return ExitCode::from(78);
+            }
+            eprintln!("keepup: {err:#}");
+            ExitCode::from(1)
         }
     }
 }

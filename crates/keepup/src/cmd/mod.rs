@@ -11,7 +11,6 @@ pub mod run;
 pub mod status;
 
 use crate::cli::{Cli, Command};
-use anyhow::Context;
 use keepup_config::{Config, HostChecks};
 use std::process::ExitCode;
 
@@ -42,14 +41,32 @@ pub fn load_for_this_host(
     node: Option<&str>,
 ) -> anyhow::Result<(Config, String)> {
     let config = Config::load(path, HostChecks::Full)?;
+    check_lb_files(&config)?;
     let me = config.local_node(node)?.clone();
     config.check_local_addresses(&me)?;
     Ok((config, me.name.get_ref().clone()))
 }
 
+/// What only the load balancer can judge, with the file's lines: TLS
+/// files load and each key matches its certificate.
+fn check_lb_files(config: &Config) -> Result<(), keepup_config::ConfigErrors> {
+    let Some(lb) = &config.file.lb else {
+        return Ok(());
+    };
+    let errors: Vec<keepup_config::ConfigError> = keepup_lb::tls_problems(lb)
+        .into_iter()
+        .map(|p| config.error_at(&p.at, format!("[lb] {}", p.message)))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(keepup_config::ConfigErrors(errors))
+    }
+}
+
 fn check_config(path: &std::path::Path, node: Option<&str>) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path, HostChecks::Full)
-        .with_context(|| format!("{} is not valid", path.display()))?;
+    let config = Config::load(path, HostChecks::Full)?;
+    check_lb_files(&config)?;
     match config.local_node(node) {
         Ok(me) => {
             config.check_local_addresses(me)?;
