@@ -21,9 +21,18 @@ ensure_packages \
   "mariadb mariadb-client" \
   "mariadb-backup mariadb-backup" \
   "chromium chromium" \
-  "faketime faketime" ||
+  "faketime faketime" \
+  "man man-db" \
+  "readelf binutils" \
+  "systemd-analyze systemd" ||
   echo "tests that need them will say SKIPPED" >&2
 # mariadb-server's package may start a system server; keepup's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mariadb >/dev/null 2>&1 || true; fi
 
 cargo test --workspace "$@"
+
+# The Debian package, built and unpacked into a fresh tree (no arguments:
+# a filtered `scripts/test.sh NAME` run skips it).
+if [ "$#" -eq 0 ]; then
+  ./scripts/test-package.sh
+fi

@@ -229,6 +229,8 @@ struct Loop {
     buf: Vec<u8>,
     out: Vec<u8>,
     finished: bool,
+    /// Readiness and watchdog pings to systemd.
+    systemd: crate::systemd::Systemd,
     /// Per group, in the core's order: the cell its resources read the grant from.
     grants: Vec<keepup_resource::Epoch>,
 }
@@ -458,6 +460,7 @@ pub fn start(
                 out: Vec::with_capacity(MAX_RAFT_PACKET),
                 finished: false,
                 grants,
+                systemd: crate::systemd::Systemd::new(),
             };
             l.run(poll, rx)
         })
@@ -484,7 +487,10 @@ impl Loop {
         loop {
             let now = self.now();
             let deadline = self.core.next_deadline(now);
-            let wait = deadline.saturating_sub(now);
+            let mut wait = deadline.saturating_sub(now);
+            if let Some(w) = self.systemd.max_wait() {
+                wait = wait.min(w);
+            }
             if let Err(e) = poll.poll(&mut events, Some(wait)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(e).context("heartbeat poll failed");
@@ -503,7 +509,10 @@ impl Loop {
                     }
                     Command::Connected(c) => self.core.set_connected(now, c),
                     Command::Standby(s) => self.core.set_standby(now, s),
-                    Command::Shutdown => self.core.begin_shutdown(now),
+                    Command::Shutdown => {
+                        self.systemd.stopping();
+                        self.core.begin_shutdown(now)
+                    }
                     Command::Cleanup { group, reply } => {
                         let _ = reply.send(self.core.cleanup_group(now, &group));
                     }
@@ -533,6 +542,9 @@ impl Loop {
                 self.shared.set_view(self.core.view(now));
                 last_publish = now;
             }
+            let steady = self.core.is_steady();
+            let core = &self.core;
+            self.systemd.on_turn(steady, || core.summary(now));
             if self.finished {
                 self.stop_persister();
                 return Ok(());

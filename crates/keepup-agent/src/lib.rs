@@ -19,6 +19,7 @@ mod ping;
 mod rt;
 mod runner;
 mod shared;
+mod systemd;
 
 pub use heartbeat::{Command, HeartbeatHandle};
 pub use shared::Shared;
@@ -43,6 +44,11 @@ pub trait Extension: Send + Sync {
     /// for outside load balancers): `(HTTP status, JSON body)`, None: not mine.
     fn http(&self, _path: &str, _query: Option<&str>) -> Option<(u16, String)> {
         None
+    }
+    /// Transitions this extension saw (backend up/down with the reason),
+    /// merged by time into the node's timeline (`/v1/events`, status, dashboard).
+    fn events(&self) -> Vec<keepup_api::types::EventRecord> {
+        Vec::new()
     }
 }
 

@@ -114,6 +114,18 @@ impl Shared {
         self.lock().events.iter().cloned().collect()
     }
 
+    /// The cluster's events and the extensions' (backend health changes)
+    /// merged by time, oldest first, the newest [`EVENTS_SHOWN`] kept.
+    pub fn timeline(&self, extensions: &[Arc<dyn Extension>]) -> Vec<EventRecord> {
+        let mut all = self.events();
+        for e in extensions {
+            all.extend(e.events());
+        }
+        all.sort_by_key(|e| e.unix_ms);
+        let skip = all.len().saturating_sub(EVENTS_SHOWN);
+        all.split_off(skip)
+    }
+
     /// The status document.
     pub fn report(&self, extensions: &[Arc<dyn Extension>]) -> StatusReport {
         let g = self.lock();
@@ -126,11 +138,12 @@ impl Shared {
             dropped_packets: g.drops.clone(),
             realtime: g.realtime,
             resources: g.resources.clone(),
-            events: g.events.iter().cloned().collect(),
+            events: Vec::new(),
             lb: None,
             db: None,
         };
         drop(g);
+        report.events = self.timeline(extensions);
         for ext in extensions {
             match ext.status() {
                 ("lb", v) => report.lb = Some(v),
@@ -146,6 +159,8 @@ impl Shared {
         use std::fmt::Write;
         let g = self.lock();
         let _ = writeln!(out, "# HELP keepup_up Whether the agent runs (always 1 when scraped).\n# TYPE keepup_up gauge\nkeepup_up{{node=\"{}\"}} 1", self.node);
+        let _ = writeln!(out, "# HELP keepup_build_info The running keepup's version (always 1).\n# TYPE keepup_build_info gauge\nkeepup_build_info{{version=\"{}\",wire=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), keepup_wire::VERSION);
+        process_metrics(out, self.started.elapsed().as_secs_f64());
         let _ = writeln!(out, "# HELP keepup_realtime Whether the heartbeat thread runs SCHED_FIFO with memory locked.\n# TYPE keepup_realtime gauge\nkeepup_realtime {}", g.realtime as u8);
         let _ = writeln!(out, "# HELP keepup_heartbeat_loop_overruns_total Times the heartbeat thread woke more than 10 ms after its deadline.\n# TYPE keepup_heartbeat_loop_overruns_total counter\nkeepup_heartbeat_loop_overruns_total {}", g.heartbeat_overruns);
         let _ = writeln!(out, "# HELP keepup_consensus_persists_total Consensus log images written and fsync'd.\n# TYPE keepup_consensus_persists_total counter\nkeepup_consensus_persists_total {}", g.persists);
@@ -251,6 +266,9 @@ impl Shared {
     }
 }
 
+/// Events in the timeline (status, `/v1/events`, dashboard).
+pub const EVENTS_SHOWN: usize = 200;
+
 /// The API's view of the agent.
 pub(crate) struct ApiBackend {
     pub shared: Arc<Shared>,
@@ -310,7 +328,7 @@ impl keepup_api::Backend for ApiBackend {
         serde_json::to_value(self.shared.report(&self.extensions)).unwrap_or_default()
     }
     fn events_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.shared.events()).unwrap_or_default()
+        serde_json::to_value(self.shared.timeline(&self.extensions)).unwrap_or_default()
     }
     fn metrics(&self) -> String {
         let mut out = String::new();
@@ -390,4 +408,59 @@ impl keepup_api::Backend for ApiBackend {
             }
         })
     }
+}
+
+/// Prometheus' standard process metrics, from /proc/self (no crate needed
+/// for four numbers): CPU seconds, resident memory, open descriptors and
+/// their limit, and start time.
+fn process_metrics(out: &mut String, uptime_s: f64) {
+    use std::fmt::Write;
+    // utime and stime are fields 14 and 15 of /proc/self/stat, after the
+    // parenthesised command name (which may hold spaces).
+    let ticks = 100.0; // USER_HZ on Linux
+    if let Some(rest) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+    {
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let _ = writeln!(out, "# HELP process_cpu_seconds_total User and system CPU time spent.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {:.2}", cpu / ticks);
+    }
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| {
+                    v.split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+        })
+    {
+        let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}", kb * 1024);
+    }
+    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(out, "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}", d.count());
+    }
+    if let Some(max) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+        })
+    {
+        let _ = writeln!(out, "# HELP process_max_fds Limit of open file descriptors.\n# TYPE process_max_fds gauge\nprocess_max_fds {max}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the agent (Unix seconds).\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:.0}", now - uptime_s);
 }

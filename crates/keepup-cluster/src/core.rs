@@ -1879,6 +1879,43 @@ impl Core {
         }
     }
 
+    /// Startup is over and no group is on its way in or out here: what
+    /// the agent waits for before telling systemd it is ready.
+    pub fn is_steady(&self) -> bool {
+        self.settled
+            && self.groups.iter().all(|g| {
+                !matches!(
+                    g.phase,
+                    Phase::Acquiring { .. }
+                        | Phase::Fencing { .. }
+                        | Phase::FencingOther { .. }
+                        | Phase::Starting { .. }
+                        | Phase::Stopping { .. }
+                )
+            })
+    }
+
+    /// One line on this node for `systemctl status`: peers up, groups held here.
+    pub fn summary(&self, now: Time) -> String {
+        let view = self.view(now);
+        let up = view.nodes.iter().filter(|n| n.alive).count();
+        let held: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| matches!(g.phase, Phase::Held { .. }))
+            .map(|g| g.spec.name.as_str())
+            .collect();
+        format!(
+            "{up}/{} nodes up; holding {}",
+            view.nodes.len(),
+            if held.is_empty() {
+                "nothing".to_string()
+            } else {
+                held.join(", ")
+            }
+        )
+    }
+
     /// The local state of `group`, as advertised (for tests and the agent).
     pub fn group_state(&self, group: &str) -> Option<GroupState> {
         self.phase(group).map(Phase::wire)

@@ -68,11 +68,64 @@ pub struct Backend {
     /// When a passively-downed backend may be tried again (no active check).
     retry_at_ms: AtomicU64,
     last_check_error: Mutex<Option<String>>,
+    /// The pool it belongs to (for health events).
+    pool: String,
+    /// Where its health changes are recorded.
+    log: Arc<HealthLog>,
+}
+
+/// One health change of one backend: when, which, which way and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthEvent {
+    /// Wall-clock time (Unix milliseconds).
+    pub unix_ms: u64,
+    /// The pool.
+    pub pool: String,
+    /// The backend.
+    pub backend: String,
+    /// Its address.
+    pub address: String,
+    /// Up (true) or down.
+    pub up: bool,
+    /// Why: the failed check, the passive errors, the checks passed.
+    pub reason: String,
+}
+
+/// The last health changes of every backend of a load balancer (newest
+/// last, at most [`HealthLog::KEEP`]), for status, the timeline and the dashboard.
+#[derive(Debug, Default)]
+pub struct HealthLog(Mutex<std::collections::VecDeque<HealthEvent>>);
+
+impl HealthLog {
+    /// Changes kept.
+    pub const KEEP: usize = 100;
+
+    fn push(&self, e: HealthEvent) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() >= Self::KEEP {
+                q.pop_front();
+            }
+            q.push_back(e);
+        }
+    }
+
+    /// The recorded changes, oldest first.
+    pub fn recent(&self) -> Vec<HealthEvent> {
+        self.0
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Backend {
     /// Builds a backend from its config (the address must already be valid).
-    pub(crate) fn new(cfg: &LbBackend, addr: SocketAddr) -> Result<Backend, crate::LbError> {
+    pub(crate) fn new(
+        cfg: &LbBackend,
+        addr: SocketAddr,
+        pool: &str,
+        log: Arc<HealthLog>,
+    ) -> Result<Backend, crate::LbError> {
         let authority =
             http::uri::Authority::try_from(addr.to_string().as_str()).map_err(|_| {
                 crate::LbError::Config(format!("backend address {addr} is not a URI authority"))
@@ -91,6 +144,8 @@ impl Backend {
             up_since_ms: AtomicU64::new(0),
             retry_at_ms: AtomicU64::new(0),
             last_check_error: Mutex::new(None),
+            pool: pool.to_string(),
+            log,
         })
     }
 
@@ -113,19 +168,28 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Marks the backend up or down; returns whether that changed anything.
-    pub(crate) fn set_healthy(&self, up: bool) -> bool {
+    /// Marks the backend up or down for `reason`; returns whether that
+    /// changed anything (a change is logged and recorded with its reason).
+    pub(crate) fn set_healthy(&self, up: bool, reason: &str) -> bool {
         let was = self.healthy.swap(up, Ordering::Relaxed);
         if was != up {
             self.transitions.fetch_add(1, Ordering::Relaxed);
             if up {
                 self.up_since_ms.store(now_ms(), Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                tracing::info!(backend = %self.name, addr = %self.addr, "backend up");
+                tracing::info!(pool = %self.pool, backend = %self.name, addr = %self.addr, reason, "backend up");
             } else {
                 self.up_since_ms.store(0, Ordering::Relaxed);
-                tracing::warn!(backend = %self.name, addr = %self.addr, "backend down");
+                tracing::warn!(pool = %self.pool, backend = %self.name, addr = %self.addr, reason, "backend down");
             }
+            self.log.push(HealthEvent {
+                unix_ms: now_ms(),
+                pool: self.pool.clone(),
+                backend: self.name.clone(),
+                address: self.addr.to_string(),
+                up,
+                reason: reason.to_string(),
+            });
             true
         } else {
             false
@@ -271,7 +335,11 @@ const RING_POINTS: u64 = 160;
 impl Pool {
     /// Builds a pool; backends whose name and address match one in `reuse`
     /// keep their state (health, counters, admin state).
-    pub(crate) fn build(cfg: &LbPool, reuse: Option<&Pool>) -> Result<Pool, crate::LbError> {
+    pub(crate) fn build(
+        cfg: &LbPool,
+        reuse: Option<&Pool>,
+        log: &Arc<HealthLog>,
+    ) -> Result<Pool, crate::LbError> {
         let mut backends = Vec::with_capacity(cfg.backend.len());
         for b in &cfg.backend {
             let addr: SocketAddr = b.address.parse().map_err(|_| crate::LbError::BadAddress {
@@ -300,7 +368,7 @@ impl Pool {
                     }
                     o
                 }
-                None => Arc::new(Backend::new(b, addr)?),
+                None => Arc::new(Backend::new(b, addr, &cfg.name, log.clone())?),
             };
             backends.push(backend);
         }
@@ -468,7 +536,10 @@ impl Pool {
         }
         if !b.is_healthy() && !self.has_active_check {
             b.retry_at_ms.store(0, Ordering::Relaxed);
-            b.set_healthy(true);
+            b.set_healthy(
+                true,
+                "a request to it succeeded after the cool-down (passive health)",
+            );
         }
     }
 
@@ -484,7 +555,10 @@ impl Pool {
         let n = b.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let fall = self.cfg.passive_fall;
         if fall > 0 && n >= fall {
-            if b.set_healthy(false) {
+            let reason = format!(
+                "{n} errors in a row on client traffic (passive health, passive_fall = {fall})"
+            );
+            if b.set_healthy(false, &reason) {
                 b.retry_at_ms.store(
                     now_ms() + self.cfg.passive_cooldown_ms.max(1),
                     Ordering::Relaxed,
@@ -558,7 +632,7 @@ mod test {
                 })
                 .collect(),
         };
-        Pool::build(&cfg, None).unwrap()
+        Pool::build(&cfg, None, &Arc::default()).unwrap()
     }
 
     fn counts(p: &Pool, n: usize, key: impl Fn(usize) -> Vec<u8>) -> Vec<usize> {
@@ -709,10 +783,12 @@ mod test {
                 state: Default::default(),
             },
             "127.0.0.1:1".parse().unwrap(),
+            "p",
+            Arc::default(),
         )
         .unwrap();
-        b.set_healthy(false);
-        b.set_healthy(true);
+        b.set_healthy(false, "test");
+        b.set_healthy(true, "test");
         let since = b.up_since_ms.load(Ordering::Relaxed);
         assert_eq!(b.effective_weight(&LazyNow::at(since), 10_000), 10);
         assert_eq!(b.effective_weight(&LazyNow::at(since + 5_000), 10_000), 55);

@@ -1618,7 +1618,7 @@ mod test {
                 state: Default::default(),
             }],
         };
-        Pool::build(&cfg, None).unwrap()
+        Pool::build(&cfg, None, &Arc::default()).unwrap()
     }
 
     fn client() -> Client {

@@ -51,10 +51,29 @@ async fn run(b: Arc<Backend>, check: LbHealthCheck, interval: Duration) {
             Err(_) => Err(format!("no answer within {} ms", check.timeout_ms)),
         };
         let ok = result.is_ok();
+        let reason = match &result {
+            Ok(()) => format!(
+                "{} {} checks passed in a row",
+                check.rise,
+                kind_name(&check)
+            ),
+            Err(e) => format!(
+                "{} {} checks failed in a row, last: {e}",
+                check.fall,
+                kind_name(&check)
+            ),
+        };
         b.set_check_error(result.err());
         if h.observe(ok, check.rise, check.fall) {
-            b.set_healthy(h.up);
+            b.set_healthy(h.up, &reason);
         }
+    }
+}
+
+fn kind_name(check: &LbHealthCheck) -> &'static str {
+    match check.kind {
+        LbHealthKind::Tcp => "TCP",
+        LbHealthKind::Http => "HTTP",
     }
 }
 

@@ -59,7 +59,7 @@ mod tcp_proxy;
 mod tls;
 mod upstream;
 
-pub use backend::{Backend, Health, Pool, SelectKey};
+pub use backend::{Backend, Health, HealthEvent, HealthLog, Pool, SelectKey};
 pub use keepup_config::LbSection;
 pub use stats::{
     prometheus, BackendStatus, CountersSnapshot, FrontendStatus, HistogramSnapshot, LbStatus,
@@ -386,6 +386,7 @@ struct State {
 }
 
 struct Inner {
+    health_log: Arc<HealthLog>,
     workers: std::sync::Mutex<Vec<Worker>>,
     pools: ArcSwap<Vec<Arc<Pool>>>,
     frontends: ArcSwap<Vec<Arc<FrontendRt>>>,
@@ -416,13 +417,17 @@ fn check(section: &LbSection) -> Result<(), LbError> {
     }
 }
 
-fn build_pools(section: &LbSection, old: &[Arc<Pool>]) -> Result<Vec<Arc<Pool>>, LbError> {
+fn build_pools(
+    section: &LbSection,
+    old: &[Arc<Pool>],
+    log: &Arc<HealthLog>,
+) -> Result<Vec<Arc<Pool>>, LbError> {
     section
         .pool
         .iter()
         .map(|p| {
             let reuse = old.iter().find(|o| o.name == p.name).map(|o| &**o);
-            Pool::build(p, reuse).map(Arc::new)
+            Pool::build(p, reuse, log).map(Arc::new)
         })
         .collect()
 }
@@ -496,7 +501,8 @@ fn bind_frontend(
 pub async fn start(section: &LbSection) -> Result<LbHandle, LbError> {
     check(section)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| LbError::NoRuntime)?;
-    let pools = build_pools(section, &[])?;
+    let health_log = Arc::new(HealthLog::default());
+    let pools = build_pools(section, &[], &health_log)?;
     let mut bound = Vec::new();
     for f in &section.frontend {
         let settings = build_settings(f, &pools, None)?;
@@ -517,6 +523,7 @@ pub async fn start(section: &LbSection) -> Result<LbHandle, LbError> {
     let checkers = health::spawn_all(&runtime, &pools);
     Ok(LbHandle {
         inner: Arc::new(Inner {
+            health_log,
             workers: std::sync::Mutex::new(workers),
             pools: ArcSwap::from_pointee(pools),
             frontends: ArcSwap::from_pointee(fronts),
@@ -543,6 +550,11 @@ fn new_frontend(f: &LbFrontend, settings: Settings, local: SocketAddr) -> Arc<Fr
 }
 
 impl LbHandle {
+    /// The last backend health changes, oldest first, each with its reason.
+    pub fn health_events(&self) -> Vec<HealthEvent> {
+        self.inner.health_log.recent()
+    }
+
     /// A snapshot of every frontend, pool and backend.
     pub fn status(&self) -> LbStatus {
         LbStatus {
@@ -600,7 +612,7 @@ impl LbHandle {
         check(section)?;
         let mut state = self.inner.state.lock().await;
         let old_pools = self.inner.pools.load_full();
-        let pools = build_pools(section, &old_pools)?;
+        let pools = build_pools(section, &old_pools, &self.inner.health_log)?;
         let old_fronts = self.inner.frontends.load_full();
         let workers = state.section.workers;
 

@@ -51,9 +51,27 @@ pub enum Command {
     Lb(crate::cmd::lb::LbArgs),
     /// Database replication: setup, status, switchover, checksum.
     Db(crate::cmd::db::DbArgs),
+    /// Write the first files of a new cluster: the shared key and a starting keepup.toml.
+    Init(crate::cmd::init::InitArgs),
     /// Build a whole demo site in network namespaces on this machine and fail it over (root).
+    #[cfg(feature = "lab")]
     Demo(crate::cmd::demo::DemoArgs),
     /// Helpers the demo, tests and benchmarks run inside lab namespaces.
+    #[cfg(feature = "lab")]
     #[command(hide = true, subcommand)]
     Internal(crate::cmd::internal::Internal),
+    /// Man pages and shell completions from this CLI (the package build runs it).
+    #[command(hide = true)]
+    Docs(crate::cmd::docs::DocsArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    // clap's own consistency checks (unique flags, valid defaults) over
+    // every subcommand, which otherwise fire only when a command is built.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -16,6 +16,8 @@ pub struct LbExtension {
     pub handle: Arc<LbHandle>,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
+    /// This node's name (on the timeline's entries).
+    pub node: String,
 }
 
 impl LbExtension {
@@ -62,6 +64,32 @@ impl Extension for LbExtension {
 
     fn metrics(&self, out: &mut String) {
         keepup_lb::prometheus(&self.handle.status(), out);
+    }
+
+    fn events(&self) -> Vec<keepup_api::types::EventRecord> {
+        self.handle
+            .health_events()
+            .into_iter()
+            .map(|e| keepup_api::types::EventRecord {
+                unix_ms: e.unix_ms,
+                node: self.node.clone(),
+                text: format!(
+                    "pool {}: backend {} ({}) {}: {}",
+                    e.pool,
+                    e.backend,
+                    e.address,
+                    if e.up { "up" } else { "DOWN" },
+                    e.reason
+                ),
+                event: serde_json::json!({
+                    "kind": if e.up { "backend_up" } else { "backend_down" },
+                    "pool": e.pool,
+                    "backend": e.backend,
+                    "address": e.address,
+                    "reason": e.reason,
+                }),
+            })
+            .collect()
     }
 
     fn control(&self, req: &ControlRequest) -> Option<BoxFuture<'_, ControlResponse>> {

@@ -272,3 +272,168 @@ fn api_attacks_on_a_real_agent_change_nothing() {
         200
     );
 }
+
+/// A message to NOTIFY_SOCKET: when it came (since start) and its text.
+type Note = (Duration, String);
+
+// Issue #11: "`Type=notify` with readiness sent once heartbeats run and
+// resources are settled, `WatchdogSec` fed from the heartbeat thread". The
+// test plays systemd: a datagram socket as NOTIFY_SOCKET and WATCHDOG_USEC
+// set, as systemd passes them. A stopped agent stops feeding the watchdog.
+#[test]
+fn the_agent_tells_systemd_it_is_ready_and_feeds_the_watchdog() {
+    if !can_run("the_agent_tells_systemd_it_is_ready_and_feeds_the_watchdog") {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 200), ("b", 100)]).build("sdnotify");
+    let sock_path = c.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    c.start("b");
+    let t0 = Instant::now();
+    // systemd also names the PID the watchdog is for; the shell's $$ is the
+    // agent's PID once it execs.
+    c.start_custom(
+        "a",
+        &["sh", "-c", "WATCHDOG_PID=$$ exec \"$@\"", "sh"],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    // Messages until `until` holds or 15 s pass: (time since start, text).
+    let mut got: Vec<Note> = Vec::new();
+    let read_until = |got: &mut Vec<Note>, stop: &dyn Fn(&[Note]) -> bool| {
+        let end = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end && !stop(got) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push((t0.elapsed(), String::from_utf8_lossy(&buf[..n]).to_string()));
+            }
+        }
+    };
+    read_until(&mut got, &|g| g.iter().any(|(_, m)| m.contains("READY=1")));
+    let ready = got
+        .iter()
+        .find(|(_, m)| m.contains("READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 within 15 s: {got:?}\n{}", c.all_logs()))
+        .clone();
+    // Ready means settled: a holds the group by then.
+    let st = c.status("a");
+    assert_eq!(st["cluster"]["groups"][0]["owner"], "a", "{st:#}");
+    assert!(
+        ready.1.contains("STATUS=2/2 nodes up; holding site"),
+        "{ready:?}"
+    );
+    eprintln!(
+        "READY=1 after {:?}: {}",
+        ready.0,
+        ready.1.replace('\n', " ")
+    );
+    // The watchdog: a ping at least every 200 ms (half of WATCHDOG_USEC).
+    let before = got.len();
+    std::thread::sleep(Duration::from_millis(1000));
+    read_until(&mut got, &|g| g.len() >= before + 3);
+    let pings = got[before..]
+        .iter()
+        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .count();
+    assert!(pings >= 3, "watchdog pings in ~1 s: {:?}", &got[before..]);
+    // SIGSTOP: the pings stop (systemd would now restart the agent).
+    c.signal("a", "-STOP");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut buf = [0u8; 4096];
+    while sock.recv(&mut buf).is_ok() {}
+    let mut during = 0;
+    let end = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < end {
+        if sock.recv(&mut buf).is_ok() {
+            during += 1;
+        }
+    }
+    c.signal("a", "-CONT");
+    assert_eq!(during, 0, "a stopped agent kept pinging the watchdog");
+    let after = got.len();
+    read_until(&mut got, &|g| {
+        g[after..].iter().any(|(_, m)| m.trim() == "WATCHDOG=1")
+    });
+    assert!(
+        got[after..].iter().any(|(_, m)| m.trim() == "WATCHDOG=1"),
+        "no ping after SIGCONT"
+    );
+    // SIGTERM: STOPPING=1 before the release.
+    let after = got.len();
+    c.signal("a", "-TERM");
+    read_until(&mut got, &|g| {
+        g[after..].iter().any(|(_, m)| m.contains("STOPPING=1"))
+    });
+    assert!(
+        got[after..].iter().any(|(_, m)| m.contains("STOPPING=1")),
+        "{:?}",
+        &got[after..]
+    );
+}
+
+// Issue #11: "a `keepup` system user where the agent can run without full
+// root (document the capabilities it keeps)". The agent runs as nobody with
+// only the unit's ambient capabilities (setpriv does what systemd's User= and
+// AmbientCapabilities= do) and still takes the floating IP, sends its
+// gratuitous ARPs and runs its heartbeat thread at real-time priority.
+#[test]
+fn the_agent_runs_as_an_unprivileged_user_with_the_units_capabilities() {
+    if !can_run("the_agent_runs_as_an_unprivileged_user_with_the_units_capabilities")
+        || !keepup_testkit::require::has_program(
+            "the_agent_runs_as_an_unprivileged_user_with_the_units_capabilities",
+            "setpriv",
+        )
+    {
+        return;
+    }
+    let mut c = Builder::new(&[("a", 200), ("b", 100)]).build("unpriv");
+    // The files the unit's user must own (keepup init gives them to it).
+    for p in [
+        c.dir.join("key"),
+        c.config.clone(),
+        c.state.join("a"),
+        c.dir.clone(),
+    ] {
+        std::fs::create_dir_all(c.state.join("a")).unwrap();
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    }
+    let caps = "+net_admin,+net_raw,+net_bind_service,+sys_nice,+ipc_lock";
+    c.start_custom(
+        "a",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps=-all,{caps}"),
+            &format!("--ambient-caps=-all,{caps}"),
+            &format!("--bounding-set=-all,{caps}"),
+            "--no-new-privs",
+        ],
+        &[],
+    );
+    c.start("b");
+    c.wait_vip_on("a", Duration::from_secs(10));
+    let pid = c.pid("a").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    let st = c.status("a");
+    assert_eq!(
+        st["realtime"],
+        true,
+        "SCHED_FIFO and mlockall with CAP_SYS_NICE and CAP_IPC_LOCK:\n{}",
+        c.log("a")
+    );
+    assert_eq!(st["cluster"]["groups"][0]["owner"], "a");
+    // A failover back and forth works the same way.
+    c.kill9("a");
+    c.wait_vip_on("b", Duration::from_secs(10));
+}

@@ -4,7 +4,11 @@ pub mod cluster_view;
 pub mod config;
 pub mod control;
 pub mod db;
+#[cfg(feature = "lab")]
 pub mod demo;
+pub mod docs;
+pub mod init;
+#[cfg(feature = "lab")]
 pub mod internal;
 pub mod lb;
 pub mod run;
@@ -30,8 +34,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(a) => control::cleanup(&cli.config, a),
         Command::Lb(args) => lb::run(&cli.config, args),
         Command::Db(args) => db::run(&cli.config, args),
+        Command::Init(args) => init::run(args),
+        #[cfg(feature = "lab")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "lab")]
         Command::Internal(cmd) => internal::run(cmd),
+        Command::Docs(args) => docs::run(args),
     }
 }
 

@@ -164,22 +164,7 @@ impl Builder {
 
 impl Cluster {
     pub fn start(&mut self, name: &str) {
-        // Appended: a restarted agent's log follows its earlier run's.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))
-            .unwrap();
-        let mut cmd = self.lab.command(name, keepup()).unwrap();
-        cmd.arg("-c")
-            .arg(&self.config)
-            .args(["--node", name, "run", "--state-dir"])
-            .arg(self.state.join(name))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd.spawn().unwrap();
-        self.agents.insert(name.to_string(), child);
+        self.start_custom(name, &[], &[]);
     }
 
     /// Starts node `name`'s agent with its wall clock shifted by `offset`
@@ -190,24 +175,51 @@ impl Cluster {
             std::path::Path::new(lib).exists(),
             "{lib} missing (apt-get install faketime)"
         );
+        self.start_custom(
+            name,
+            &[],
+            &[
+                ("LD_PRELOAD", lib),
+                ("FAKETIME", offset),
+                ("DONT_FAKE_MONOTONIC", "1"),
+            ],
+        );
+    }
+
+    /// Starts node `name`'s agent through `wrapper` (a command that execs
+    /// its arguments, e.g. setpriv; empty: none) with extra `env`.
+    pub fn start_custom(&mut self, name: &str, wrapper: &[&str], env: &[(&str, &str)]) {
+        // Appended: a restarted agent's log follows its earlier run's.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))
             .unwrap();
-        let mut cmd = self.lab.command(name, keepup()).unwrap();
+        let mut cmd = match wrapper.split_first() {
+            None => self.lab.command(name, keepup()).unwrap(),
+            Some((program, args)) => {
+                let mut c = self.lab.command(name, program).unwrap();
+                c.args(args).arg(keepup());
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--node", name, "run", "--state-dir"])
             .arg(self.state.join(name))
             .env("RUST_LOG", "info")
-            .env("LD_PRELOAD", lib)
-            .env("FAKETIME", offset)
-            .env("DONT_FAKE_MONOTONIC", "1")
             .stdout(Stdio::null())
             .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd.spawn().unwrap();
         self.agents.insert(name.to_string(), child);
+    }
+
+    /// The PID of node `name`'s agent.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.agents.get(name).map(|c| c.id())
     }
 
     pub fn start_all(&mut self) {
