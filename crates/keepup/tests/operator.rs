@@ -437,3 +437,90 @@ fn the_agent_runs_as_an_unprivileged_user_with_the_units_capabilities() {
     c.kill9("a");
     c.wait_vip_on("b", Duration::from_secs(10));
 }
+
+// Issue #11: "backend health transitions with pool, backend and reason in
+// logs, status timeline, events API and dashboard". A backend with nothing
+// listening goes down: the log line, `/v1/events` and `keepup status` all
+// name the pool, the backend and the failed check.
+#[test]
+fn a_backend_going_down_is_in_the_log_and_the_timeline_with_its_reason() {
+    if !can_run("a_backend_going_down_is_in_the_log_and_the_timeline_with_its_reason") {
+        return;
+    }
+    let vip = lab::VIP;
+    let mut c = Builder::new(&[("a", 200), ("b", 100)])
+        .extra(&format!(
+            "[lb]\n[[lb.frontend]]\nname = \"www\"\nbind = \"{vip}:8000\"\npool = \"web\"\n\n\
+             [[lb.pool]]\nname = \"web\"\n[lb.pool.health]\ntype = \"tcp\"\ninterval_ms = 100\ntimeout_ms = 100\nfall = 2\n\n\
+             [[lb.pool.backend]]\nname = \"alive\"\naddress = \"10.77.0.1:80\"\n\n\
+             [[lb.pool.backend]]\nname = \"gone\"\naddress = \"10.77.0.200:81\"\n"
+        ))
+        .build("lbevents");
+    c.start_all();
+    c.wait_acquired("a", Duration::from_secs(10));
+    let t0 = Instant::now();
+    let event = loop {
+        let out = c
+            .lab
+            .run(
+                "a",
+                "curl",
+                &["-s", "-m", "2", "http://127.0.0.1:7947/v1/events"],
+            )
+            .unwrap();
+        let events: Value = serde_json::from_str(&out).unwrap();
+        if let Some(e) = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["kind"] == "backend_down")
+        {
+            break e.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no backend_down event: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(event["event"]["pool"], "web");
+    assert_eq!(event["event"]["backend"], "gone");
+    assert_eq!(event["node"], "a");
+    let reason = event["event"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("2 TCP checks failed in a row, last: connect 10.77.0.200:81"),
+        "{reason}"
+    );
+    let text = event["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("pool web: backend gone (10.77.0.200:81) DOWN: "),
+        "{text}"
+    );
+    // The status document (and with it the dashboard and `keepup status`)
+    // carries it in the timeline.
+    let st = c.status("a");
+    assert!(
+        st["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"] == text),
+        "{st:#}"
+    );
+    let screen = c
+        .lab
+        .run("a", keepup(), &["-c", c.config.to_str().unwrap(), "status"])
+        .unwrap();
+    assert!(
+        screen.contains("backend gone (10.77.0.200:81) DOWN"),
+        "{screen}"
+    );
+    let log = c.log("a");
+    assert!(
+        log.lines().any(|l| l.contains("backend down")
+            && l.contains("pool=web")
+            && l.contains("backend=gone")
+            && l.contains("reason=")),
+        "{log}"
+    );
+}
