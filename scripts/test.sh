@@ -29,6 +29,11 @@ ensure_packages \
 # mariadb-server's package may start a system server; keepup's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mariadb >/dev/null 2>&1 || true; fi
 
+# The previous release's binary, for the rolling-upgrade test (built once,
+# kept in target/previous).
+KEEPUP_PREVIOUS_BIN=$(./scripts/build-previous.sh)
+export KEEPUP_PREVIOUS_BIN
+
 cargo test --workspace "$@"
 
 # The Debian package, built and unpacked into a fresh tree (no arguments:

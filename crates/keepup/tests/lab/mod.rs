@@ -189,6 +189,18 @@ impl Cluster {
     /// Starts node `name`'s agent through `wrapper` (a command that execs
     /// its arguments, e.g. setpriv; empty: none) with extra `env`.
     pub fn start_custom(&mut self, name: &str, wrapper: &[&str], env: &[(&str, &str)]) {
+        self.start_program(name, keepup(), wrapper, env);
+    }
+
+    /// Starts node `name`'s agent from the executable `program` (e.g. an
+    /// earlier release, for rolling upgrades), through `wrapper`, with `env`.
+    pub fn start_program(
+        &mut self,
+        name: &str,
+        program: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) {
         // Appended: a restarted agent's log follows its earlier run's.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -196,10 +208,10 @@ impl Cluster {
             .open(self.dir.join(format!("{name}.log")))
             .unwrap();
         let mut cmd = match wrapper.split_first() {
-            None => self.lab.command(name, keepup()).unwrap(),
-            Some((program, args)) => {
-                let mut c = self.lab.command(name, program).unwrap();
-                c.args(args).arg(keepup());
+            None => self.lab.command(name, program).unwrap(),
+            Some((first, args)) => {
+                let mut c = self.lab.command(name, first).unwrap();
+                c.args(args).arg(program);
                 c
             }
         };
