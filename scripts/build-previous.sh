@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 rev=$(tr -d '[:space:]' < packaging/previous-release)
 out=target/previous
 if [ -x "$out/keepup" ] && [ "$(cat "$out/rev" 2>/dev/null)" = "$rev" ]; then
-  echo "$out/keepup"
+  echo "$PWD/$out/keepup"
   exit 0
 fi
 if ! git cat-file -e "$rev^{commit}" 2>/dev/null; then
@@ -21,4 +21,4 @@ git archive "$rev" | tar -x -C "$out/src"
 cargo build -q -p keepup --manifest-path "$out/src/Cargo.toml" --target-dir "$out/target" >&2
 cp "$out/target/debug/keepup" "$out/keepup"
 echo "$rev" > "$out/rev"
-echo "$out/keepup"
+echo "$PWD/$out/keepup"

@@ -165,17 +165,27 @@ pub async fn run(
     let serve_options = keepup_api::ServeOptions {
         policy: keepup_api::AccessPolicy {
             control_token: tokens.control,
-            read_token: Some(tokens.read),
+            read_token: Some(tokens.read.clone()),
             port: api_addr.port(),
             hosts: cfg.api.hosts.iter().map(|h| h.get_ref().clone()).collect(),
         },
         max_connections: *cfg.api.max_connections.get_ref() as usize,
         header_timeout: Duration::from_secs(5),
     };
+    let peers = cfg
+        .node
+        .iter()
+        .map(|n| {
+            let name = n.name.get_ref().clone();
+            (name.clone(), peer_api(api_addr, name == opts.me, n))
+        })
+        .collect();
     let backend = Arc::new(shared::ApiBackend {
         shared: shared.clone(),
         hb: hb.clone(),
         extensions: opts.extensions.clone(),
+        peers,
+        read_token: tokens.read.clone(),
     });
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
@@ -197,4 +207,37 @@ pub async fn run(
     let _ = api_stop_tx.send(());
     let _ = api.await;
     Ok(())
+}
+
+/// Where node `n`'s API answers, seen from this node: loopback for itself,
+/// else its first address on this node's API port (every node shares one
+/// keepup.toml, so one `[api] listen`).
+fn peer_api(
+    listen: std::net::SocketAddr,
+    is_me: bool,
+    n: &keepup_config::NodeConfig,
+) -> Result<String, String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    if is_me {
+        let ip = match listen.ip() {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        return Ok(SocketAddr::new(ip, listen.port()).to_string());
+    }
+    if listen.ip().is_loopback() {
+        return Err(format!(
+            "api.listen ({listen}) is loopback-only, so no node can ask another: set api.listen = \"0.0.0.0:{}\"",
+            listen.port()
+        ));
+    }
+    let addr = n
+        .addresses
+        .first()
+        .ok_or_else(|| "no address".to_string())?
+        .get_ref()
+        .parse::<IpAddr>()
+        .map_err(|e| e.to_string())?;
+    Ok(SocketAddr::new(addr, listen.port()).to_string())
 }

@@ -274,6 +274,11 @@ pub(crate) struct ApiBackend {
     pub shared: Arc<Shared>,
     pub hb: HeartbeatHandle,
     pub extensions: Vec<Arc<dyn Extension>>,
+    /// Every node's API address (this node's on loopback) for `/v1/cluster`,
+    /// or why it cannot be asked.
+    pub peers: Vec<(String, Result<String, String>)>,
+    /// The read token `/v1/cluster` asks the peers with.
+    pub read_token: String,
 }
 
 impl ApiBackend {
@@ -326,6 +331,13 @@ impl keepup_api::Backend for ApiBackend {
     }
     fn status_json(&self) -> serde_json::Value {
         serde_json::to_value(self.shared.report(&self.extensions)).unwrap_or_default()
+    }
+    fn cluster(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let answers =
+                keepup_api::cluster::fetch_all(self.peers.clone(), &self.read_token).await;
+            keepup_api::cluster::document(answers)
+        })
     }
     fn events_json(&self) -> serde_json::Value {
         serde_json::to_value(self.shared.timeline(&self.extensions)).unwrap_or_default()

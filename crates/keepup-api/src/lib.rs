@@ -4,6 +4,7 @@
 //! Routes:
 //! - `GET /v1/status` — [`types::StatusReport`] as JSON (open on loopback; token elsewhere)
 //! - `GET /v1/events` — recent [`types::EventRecord`]s as JSON
+//! - `GET /v1/cluster` — every node's status side by side ([`cluster`])
 //! - `GET /metrics` — Prometheus text format
 //! - `GET /` — the live dashboard; `GET /openapi.json` — this API's description
 //! - `POST /v1/...` — control requests ([`types::ControlRequest`]): the control
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod guard;
 pub mod schema;
 mod server;

@@ -25,6 +25,13 @@ pub trait Backend: Send + Sync + 'static {
     fn events_json(&self) -> serde_json::Value;
     /// Prometheus exposition text.
     fn metrics(&self) -> String;
+    /// Every node's status side by side with the disagreements
+    /// ([`crate::cluster::document`]); by default this node alone.
+    fn cluster(&self) -> BoxFuture<'_, serde_json::Value> {
+        let me = self.status_json();
+        let name = me["node"].as_str().unwrap_or("this node").to_string();
+        Box::pin(async move { crate::cluster::document(vec![(name, Ok(me))]) })
+    }
     /// Performs a control request.
     fn control(&self, req: ControlRequest) -> BoxFuture<'_, ControlResponse>;
     /// Extra routes, served without a token (the database health checks
@@ -151,7 +158,7 @@ async fn handle(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let need = match (&method, path.as_str()) {
-        (&Method::GET, "/v1/status" | "/v1/events" | "/metrics") => Need::Read,
+        (&Method::GET, "/v1/status" | "/v1/events" | "/v1/cluster" | "/metrics") => Need::Read,
         (&Method::POST, _) => Need::Control,
         _ => Need::Open,
     };
@@ -162,6 +169,7 @@ async fn handle(
     match (&method, path.as_str()) {
         (&Method::GET, "/v1/status") => json(StatusCode::OK, &backend.status_json()),
         (&Method::GET, "/v1/events") => json(StatusCode::OK, &backend.events_json()),
+        (&Method::GET, "/v1/cluster") => json(StatusCode::OK, &backend.cluster().await),
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -252,66 +252,63 @@ async fn browser_and_relay_attacks_are_refused_without_effect() {
     let (base, fake) = start(None).await;
     let port = base.rsplit(':').next().unwrap().to_string();
     let c = reqwest::Client::new();
-    // A form POST from a foreign page: no token, text/plain, foreign Origin.
-    let r = c
-        .post(format!("{base}/v1/standby"))
-        .header("origin", "http://evil.example")
-        .header("content-type", "text/plain")
-        .body("x=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    // The same without Origin (an old browser, or a script on this host).
-    let r = c
-        .post(format!("{base}/v1/standby"))
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    // With the token but not JSON.
-    let r = c
-        .post(format!("{base}/v1/standby"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
-    // The read token cannot control.
-    let r = c
-        .post(format!("{base}/v1/standby"))
-        .bearer_auth(READ_TOKEN)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    // DNS rebinding: the page's own name in Host.
-    let r = c
-        .get(format!("{base}/v1/status"))
-        .header("host", format!("evil.example:{port}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 421);
-    // A load balancer on this host relaying to the API is not loopback.
-    let r = c
-        .get(format!("{base}/v1/status"))
-        .header("x-forwarded-for", "192.0.2.7")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = c
-        .get(format!("{base}/v1/status"))
-        .header("x-forwarded-for", "192.0.2.7")
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let standby = format!("{base}/v1/standby");
+    let status = format!("{base}/v1/status");
+    let host = format!("evil.example:{port}");
+    let control = format!("Bearer {TOKEN}");
+    let read = format!("Bearer {READ_TOKEN}");
+    // (method, url, headers, the status the attack gets)
+    type Attack<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let attacks: &[Attack] = &[
+        // A form POST from a foreign page: no token, text/plain, foreign Origin.
+        (
+            "POST",
+            &standby,
+            &[
+                ("origin", "http://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+            403,
+        ),
+        // The same without Origin (an old browser, or a script on this host).
+        ("POST", &standby, &[("content-type", "text/plain")], 401),
+        // With the token but not JSON.
+        (
+            "POST",
+            &standby,
+            &[("authorization", &control), ("content-type", "text/plain")],
+            415,
+        ),
+        // The read token cannot control.
+        (
+            "POST",
+            &standby,
+            &[
+                ("authorization", &read),
+                ("content-type", "application/json"),
+            ],
+            401,
+        ),
+        // DNS rebinding: the page's own name in Host.
+        ("GET", &status, &[("host", &host)], 421),
+        // A load balancer on this host relaying to the API is not loopback...
+        ("GET", &status, &[("x-forwarded-for", "192.0.2.7")], 401),
+        // ...unless it passes the read token on.
+        (
+            "GET",
+            &status,
+            &[("x-forwarded-for", "192.0.2.7"), ("authorization", &read)],
+            200,
+        ),
+    ];
+    for (method, url, headers, want) in attacks {
+        let mut req = c.request(method.parse().unwrap(), *url);
+        for (k, v) in *headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.body("x=1").send().await.unwrap();
+        assert_eq!(r.status(), *want, "{method} {url} {headers:?}");
+    }
     assert!(
         fake.seen.lock().unwrap().is_empty(),
         "no attack reached the agent"

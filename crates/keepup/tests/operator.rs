@@ -105,6 +105,21 @@ fn status_all_shows_every_view_and_names_a_cut_off_node() {
         .unwrap();
     assert!(text.contains("group site owner"), "{text}");
     assert!(text.contains("PROBLEMS none"), "{text}");
+    // The agent serves the same comparison to the dashboard.
+    let cluster = |on: &str| -> Value {
+        let out = c
+            .lab
+            .run(
+                on,
+                "curl",
+                &["-s", "-m", "5", "http://127.0.0.1:7947/v1/cluster"],
+            )
+            .unwrap();
+        serde_json::from_str(&out).unwrap()
+    };
+    let doc = cluster("a");
+    assert_eq!(problems(&doc), Vec::<String>::new(), "{doc:#}");
+    assert_eq!(doc["table"]["nodes"], serde_json::json!(["a", "b", "c"]));
 
     // Cut c off (its loopback stays open): from a, c does not answer; from
     // c, a and b do not, and c's own view is shown.
@@ -116,6 +131,13 @@ fn status_all_shows_every_view_and_names_a_cut_off_node() {
     });
     assert_eq!(doc["nodes"]["a"]["node"], "a");
     assert!(doc["nodes"]["c"]["error"].is_string(), "{doc:#}");
+    let doc = cluster("b");
+    assert!(
+        problems(&doc)
+            .iter()
+            .any(|p| p.starts_with("c: no answer from 10.77.0.3:7947")),
+        "{doc:#}"
+    );
     let doc = wait_all(&c, "c", "c cut off, seen from c", |ok, p| {
         !ok && p.iter().any(|x| x.starts_with("a: no answer"))
             && p.iter().any(|x| x.starts_with("b: no answer"))
@@ -124,6 +146,16 @@ fn status_all_shows_every_view_and_names_a_cut_off_node() {
     assert_eq!(doc["nodes"]["c"]["node"], "c");
     c.lab.partition("c", false).unwrap();
     wait_all(&c, "c", "healed", |ok, p| ok && p.is_empty());
+}
+
+/// `curl -X POST` inside `on` with `auth` and `content_type`: the HTTP status.
+fn post(c: &Cluster, on: &str, auth: &str, content_type: &str, url: &str) -> u16 {
+    let ct = format!("Content-Type: {content_type}");
+    curl(
+        c,
+        on,
+        &["-X", "POST", "-H", auth, "-H", &ct, "--data", "{}", url],
+    )
 }
 
 /// `curl` inside `on`: the HTTP status it got.
@@ -213,19 +245,14 @@ fn api_attacks_on_a_real_agent_change_nothing() {
         )
         .unwrap();
     let auth = format!("Authorization: Bearer {}", token.trim());
+    let remote = "http://10.77.0.1:7947";
     assert_eq!(
-        curl(
+        post(
             &c,
             "client",
-            &[
-                "-X",
-                "POST",
-                "-H",
-                &auth,
-                "-H",
-                "Content-Type: text/plain",
-                "http://10.77.0.1:7947/v1/standby"
-            ]
+            &auth,
+            "text/plain",
+            &format!("{remote}/v1/standby")
         ),
         415
     );
@@ -254,20 +281,12 @@ fn api_attacks_on_a_real_agent_change_nothing() {
     assert_eq!(c.vip_holders(), vec!["a".to_string()]);
     // And the real control path still works with the token and JSON.
     assert_eq!(
-        curl(
+        post(
             &c,
             "client",
-            &[
-                "-X",
-                "POST",
-                "-H",
-                &auth,
-                "-H",
-                "Content-Type: application/json",
-                "--data",
-                "{}",
-                "http://10.77.0.1:7947/v1/online"
-            ]
+            &auth,
+            "application/json",
+            &format!("{remote}/v1/online")
         ),
         200
     );

@@ -93,16 +93,12 @@ pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow:
                 &here,
                 token.as_deref().unwrap_or_default(),
             ));
-            let cmp = super::cluster_view::compare(&answers);
+            let cmp = keepup_api::cluster::compare(&answers);
             if !cmp.problems.is_empty() {
                 code = ExitCode::FAILURE;
             }
             if args.json {
-                let nodes: serde_json::Map<String, Value> = answers
-                    .into_iter()
-                    .map(|(n, a)| (n, a.unwrap_or_else(|e| serde_json::json!({"error": e}))))
-                    .collect();
-                let doc = serde_json::json!({"nodes": nodes, "problems": cmp.problems});
+                let doc = keepup_api::cluster::document(answers);
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 write!(out, "{}", super::cluster_view::render(&cmp, &here))?;
