@@ -75,6 +75,8 @@ pub struct AgentOptions {
     pub resource_factory: Option<Arc<dyn ResourceFactory>>,
     /// Overrides `[cluster] state_dir` (several agents on one machine, tests).
     pub state_dir: Option<std::path::PathBuf>,
+    /// HTTPS for the API (`[api.tls]`, loaded by the caller), or None.
+    pub api_tls: Option<keepup_api::TlsAcceptor>,
 }
 
 /// Runs the agent until `shutdown` resolves, then releases everything and
@@ -171,6 +173,7 @@ pub async fn run(
         },
         max_connections: *cfg.api.max_connections.get_ref() as usize,
         header_timeout: Duration::from_secs(5),
+        tls: opts.api_tls.clone(),
     };
     let peers = cfg
         .node
@@ -186,6 +189,11 @@ pub async fn run(
         extensions: opts.extensions.clone(),
         peers,
         read_token: tokens.read.clone(),
+        client: keepup_api::ApiClient::new(
+            cfg.api.tls.as_ref().map(|t| t.cert.as_path()),
+            keepup_api::cluster::ASK_TIMEOUT,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
     });
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await

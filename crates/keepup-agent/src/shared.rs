@@ -279,6 +279,8 @@ pub(crate) struct ApiBackend {
     pub peers: Vec<(String, Result<String, String>)>,
     /// The read token `/v1/cluster` asks the peers with.
     pub read_token: String,
+    /// The client it asks them with (HTTPS when the API has TLS).
+    pub client: keepup_api::ApiClient,
 }
 
 impl ApiBackend {
@@ -335,7 +337,8 @@ impl keepup_api::Backend for ApiBackend {
     fn cluster(&self) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
             let answers =
-                keepup_api::cluster::fetch_all(self.peers.clone(), &self.read_token).await;
+                keepup_api::cluster::fetch_all(&self.client, self.peers.clone(), &self.read_token)
+                    .await;
             keepup_api::cluster::document(answers)
         })
     }

@@ -9,43 +9,34 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// The timeout to give the client [`fetch_all`] uses.
+pub const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One node's answer: its status document, or why there is none.
 pub type Answer = Result<Value, String>;
 
-/// Asks every `(node, host:port)` for `/v1/status` at once with `token`,
-/// 2 s each, so a node that is cut off costs one timeout, not one per node.
+/// Asks every `(node, host:port)` for `/v1/status` at once with `token`
+/// through `client` (give it a short timeout), so a node that is cut off
+/// costs one timeout, not one per node.
 pub async fn fetch_all(
+    client: &crate::ApiClient,
     targets: Vec<(String, Result<String, String>)>,
     token: &str,
 ) -> Vec<(String, Answer)> {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return targets
-                .into_iter()
-                .map(|(n, _)| (n, Err(e.to_string())))
-                .collect()
-        }
-    };
-    let asks = targets.into_iter().map(|(name, api)| {
-        let client = client.clone();
-        async move {
-            let answer = match api {
-                Err(e) => Err(e),
-                Ok(api) => ask(&client, &api, token).await,
-            };
-            (name, answer)
-        }
+    let asks = targets.into_iter().map(|(name, api)| async move {
+        let answer = match api {
+            Err(e) => Err(e),
+            Ok(api) => ask(client, &api, token).await,
+        };
+        (name, answer)
     });
     futures_util::future::join_all(asks).await
 }
 
-async fn ask(client: &reqwest::Client, api: &str, token: &str) -> Answer {
-    let url = format!("http://{api}/v1/status");
+async fn ask(client: &crate::ApiClient, api: &str, token: &str) -> Answer {
+    let url = client.url(api, "/v1/status");
     let resp = client
+        .http
         .get(&url)
         .bearer_auth(token)
         .send()

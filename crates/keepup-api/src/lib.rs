@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod client;
 pub mod cluster;
 pub mod guard;
 pub mod schema;
@@ -23,9 +24,12 @@ mod server;
 pub mod tokens;
 pub mod types;
 
+pub use client::ApiClient;
 pub use guard::AccessPolicy;
 pub use server::{serve, Backend, BoxFuture, ServeOptions};
 pub use tokens::ApiTokens;
+/// The TLS acceptor [`ServeOptions::tls`] takes.
+pub use tokio_rustls::TlsAcceptor;
 /// The HTTP types [`Backend::extra`] takes and returns.
 pub use {bytes::Bytes, hyper::Method, hyper::StatusCode};
 

@@ -54,7 +54,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// How the server guards itself: who may do what, and how much a client may hold.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Tokens and the addresses `Host` may name.
     pub policy: AccessPolicy,
@@ -65,6 +65,19 @@ pub struct ServeOptions {
     /// Time a client gets to send a request's headers, and to start the
     /// next one on a kept-alive connection.
     pub header_timeout: Duration,
+    /// HTTPS (`[api.tls]`), or plain HTTP when None.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("policy", &self.policy)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -102,16 +115,29 @@ pub async fn serve(
                 };
                 let backend = backend.clone();
                 let policy = policy.clone();
-                let conn = builder.serve_connection(
-                    TokioIo::new(stream),
-                    hyper::service::service_fn(move |req| {
-                        let backend = backend.clone();
-                        let policy = policy.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(backend, &policy, peer, req).await) }
-                    }),
-                );
+                let service = hyper::service::service_fn(move |req| {
+                    let backend = backend.clone();
+                    let policy = policy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(backend, &policy, peer, req).await) }
+                });
+                let builder = builder.clone();
+                let tls = options.tls.clone();
+                let handshake_timeout = options.header_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        // The handshake gets the header timeout too: a
+                        // client that never finishes it holds its slot no longer.
+                        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, "API TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
+                        },
+                    }
                     drop(slot);
                 });
             }

@@ -127,6 +127,7 @@ async fn start_with(max_connections: usize, header_timeout: Duration) -> (String
         },
         max_connections,
         header_timeout,
+        tls: None,
     };
     tokio::spawn(serve(l, fake.clone(), options, std::future::pending()));
     (format!("http://{addr}"), fake)

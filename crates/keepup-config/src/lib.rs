@@ -84,8 +84,12 @@ impl Config {
 
     /// An error at the line of the value `at` leads to (for checks made
     /// outside this crate, e.g. the load balancer's TLS files).
-    pub fn error_at(&self, at: &[locate::Step], message: impl Into<String>) -> ConfigError {
-        let line = locate::offset_of(&self.text, at).map(|o| line_of(&self.text, o));
+    pub fn error_at(
+        &self,
+        at: impl AsRef<[locate::Step]>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let line = locate::offset_of(&self.text, at.as_ref()).map(|o| line_of(&self.text, o));
         ConfigError::new(&self.path, line, message)
     }
 

@@ -166,6 +166,11 @@ pub struct ApiSection {
     pub hosts: Vec<Spanned<String>>,
     /// Open API connections at most; more are closed at once.
     pub max_connections: Spanned<u32>,
+    /// Serve the API over HTTPS with this certificate and key (PEM), so
+    /// tokens and status never cross the network in clear. The certificate
+    /// must name every address the API is reached by (each node's first
+    /// address and 127.0.0.1); the `keepup` commands trust it.
+    pub tls: Option<crate::LbTlsCert>,
 }
 
 impl Default for ApiSection {
@@ -176,6 +181,7 @@ impl Default for ApiSection {
             read_token_file: None,
             hosts: Vec::new(),
             max_connections: Spanned::new(0..0, 256),
+            tls: None,
         }
     }
 }

@@ -65,7 +65,7 @@ pub use stats::{
     prometheus, BackendStatus, CountersSnapshot, FrontendStatus, HistogramSnapshot, LbStatus,
     PoolStatus, LATENCY_BUCKETS,
 };
-pub use tls::tls_problems;
+pub use tls::{api_acceptor, pair_problem, tls_problems};
 
 use arc_swap::ArcSwap;
 use keepup_config::{LbBackendState, LbFrontend, LbMode};

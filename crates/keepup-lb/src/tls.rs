@@ -95,15 +95,10 @@ pub fn tls_problems(section: &keepup_config::LbSection) -> Vec<keepup_config::Lb
     let mut out = Vec::new();
     for (fi, f) in section.frontend.iter().enumerate() {
         for (ti, t) in f.tls.iter().enumerate() {
-            if let Err(LbError::Tls { path, reason }) = load(t) {
-                let field = if path == t.cert.display().to_string() {
-                    "cert"
-                } else {
-                    "key"
-                };
+            if let Some((field, message)) = pair_problem(t) {
                 out.push(keepup_config::LbProblem {
                     at: keepup_config::path!["lb", "frontend", fi, "tls", ti, field],
-                    message: format!("frontend {:?}: TLS {field} {path}: {reason}", f.name),
+                    message: format!("frontend {:?}: {message}", f.name),
                 });
             }
         }
@@ -113,6 +108,33 @@ pub fn tls_problems(section: &keepup_config::LbSection) -> Vec<keepup_config::Lb
 
 /// A TLS acceptor for these certificates (the first is the default).
 pub(crate) fn acceptor(certs: &[LbTlsCert]) -> Result<tokio_rustls::TlsAcceptor, LbError> {
+    acceptor_for(certs, &[b"h2", b"http/1.1"])
+}
+
+/// The agent API's TLS acceptor (`[api.tls]`): the load balancer's
+/// certificate loading and checks, HTTP/1.1 only.
+pub fn api_acceptor(cert: &LbTlsCert) -> Result<tokio_rustls::TlsAcceptor, LbError> {
+    acceptor_for(std::slice::from_ref(cert), &[b"http/1.1"])
+}
+
+/// What is wrong with one certificate and key pair, if anything: which of
+/// the two files (`"cert"` or `"key"`) and why.
+pub fn pair_problem(c: &LbTlsCert) -> Option<(&'static str, String)> {
+    match load(c) {
+        Ok(_) => None,
+        Err(LbError::Tls { path, reason }) => {
+            let field = if path == c.cert.display().to_string() {
+                "cert"
+            } else {
+                "key"
+            };
+            Some((field, format!("TLS {field} {path}: {reason}")))
+        }
+        Err(e) => Some(("cert", e.to_string())),
+    }
+}
+
+fn acceptor_for(certs: &[LbTlsCert], alpn: &[&[u8]]) -> Result<tokio_rustls::TlsAcceptor, LbError> {
     let certs = certs.iter().map(load).collect::<Result<Vec<_>, _>>()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -124,6 +146,6 @@ pub(crate) fn acceptor(certs: &[LbTlsCert]) -> Result<tokio_rustls::TlsAcceptor,
     })?
     .with_no_client_auth()
     .with_cert_resolver(Arc::new(SniResolver { certs }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

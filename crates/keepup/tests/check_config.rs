@@ -125,6 +125,8 @@ const CASES: &[(&str, Edit, &str)] = &[
     ("API hosts with a port", Swap("listen = \"127.0.0.1:7947\"", "listen = \"127.0.0.1:7947\"\nhosts = [\"lb1:80\"] #!"), "must be a bare host name"),
     ("API max_connections 0", Swap("listen = \"127.0.0.1:7947\"", "listen = \"127.0.0.1:7947\"\nmax_connections = 0 #!"), "max_connections must be between 1 and 65536"),
     ("API token file missing", Swap("listen = \"127.0.0.1:7947\"", "listen = \"127.0.0.1:7947\"\ntoken_file = \"{dir}/nothing\" #!"), "API token file"),
+    ("API TLS certificate missing", Swap("listen = \"127.0.0.1:7947\"", "listen = \"127.0.0.1:7947\"\n[api.tls]\ncert = \"{dir}/nocert.pem\" #!\nkey = \"{dir}/key.pem\""), "[api] TLS cert"),
+    ("API TLS key of another certificate", Swap("listen = \"127.0.0.1:7947\"", "listen = \"127.0.0.1:7947\"\n[api.tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/other-key.pem\" #!"), "does not belong to the certificate"),
     // [split_brain]
     ("ping target not an IP", Swap("[api]", "[split_brain]\nping_targets = [\"gateway\"] #!\n\n[api]"), "ping target \"gateway\" is not an IP address"),
     // [lb]

@@ -543,3 +543,102 @@ fn a_backend_going_down_is_in_the_log_and_the_timeline_with_its_reason() {
         "{log}"
     );
 }
+
+// Issue #11: "optional TLS for the API (rustls, reusing the LB's
+// certificate handling)". With [api.tls] the agents serve HTTPS only; the
+// keepup commands and the agents asking each other trust the configured
+// certificate, and nothing answers in clear.
+#[test]
+fn the_api_over_https_serves_the_commands_and_nothing_in_clear() {
+    if !can_run("the_api_over_https_serves_the_commands_and_nothing_in_clear") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("keepup-apitls-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<String> = ["10.77.0.1", "10.77.0.2", "10.77.0.3", "127.0.0.1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert_file, key_file) = (dir.join("api.pem"), dir.join("api.key"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let mut c = Builder::new(&[("a", 300), ("b", 200), ("c", 100)])
+        .extra(&format!(
+            "[api]\nlisten = \"0.0.0.0:7947\"\n[api.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ))
+        .build("apitls");
+    c.start_all();
+    // `keepup status` (inside wait_acquired) goes over HTTPS.
+    c.wait_acquired("a", Duration::from_secs(10));
+    for n in ["a", "b", "c"] {
+        c.wait_api(n);
+    }
+    let doc = wait_all(&c, "b", "every node over HTTPS", |ok, p| ok && p.is_empty());
+    assert_eq!(doc["nodes"]["c"]["node"], "c");
+    // The agent's own /v1/cluster asks its peers over HTTPS too.
+    let token = c
+        .lab
+        .run(
+            "a",
+            keepup(),
+            &["-c", c.config.to_str().unwrap(), "api-token", "--read-only"],
+        )
+        .unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let cacert = cert_file.to_str().unwrap();
+    let out = c
+        .lab
+        .run(
+            "client",
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "5",
+                "--cacert",
+                cacert,
+                "-H",
+                &auth,
+                "https://10.77.0.1:7947/v1/cluster",
+            ],
+        )
+        .unwrap();
+    let cluster: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(problems(&cluster), Vec::<String>::new(), "{cluster:#}");
+    // Control through the CLI works over HTTPS.
+    let out = c
+        .lab
+        .run(
+            "a",
+            keepup(),
+            &["-c", c.config.to_str().unwrap(), "--node", "a", "online"],
+        )
+        .unwrap();
+    assert!(out.contains("online"), "{out}");
+    // Plain HTTP gets no answer at all.
+    let plain = c
+        .lab
+        .command("client", "curl")
+        .unwrap()
+        .args([
+            "-s",
+            "-m",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://10.77.0.1:7947/v1/status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "000",
+        "an answer in clear"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

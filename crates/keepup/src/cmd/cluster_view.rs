@@ -6,6 +6,7 @@ use keepup_api::cluster::{Answer, Comparison};
 
 /// Asks every node in `config` for its status at once.
 pub async fn fetch_all(
+    client: &keepup_api::ApiClient,
     config: &keepup_config::Config,
     here: &str,
     token: &str,
@@ -24,7 +25,7 @@ pub async fn fetch_all(
             (name, api.map_err(|e| e.to_string()))
         })
         .collect();
-    keepup_api::cluster::fetch_all(targets, token).await
+    keepup_api::cluster::fetch_all(client, targets, token).await
 }
 
 /// The comparison as text for a terminal.

@@ -107,6 +107,18 @@ pub fn api_token(config_path: &Path, args: ApiTokenArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// The client for `config`'s agents: HTTPS trusting `[api.tls] cert` when set.
+pub fn client(
+    config: &Config,
+    timeout: std::time::Duration,
+) -> anyhow::Result<keepup_api::ApiClient> {
+    keepup_api::ApiClient::new(
+        config.file.api.tls.as_ref().map(|t| t.cert.as_path()),
+        timeout,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// POSTs `path` to the agent at `api` with the control token and a JSON
 /// body (`{}` when there is nothing to say).
 pub async fn post(
@@ -116,11 +128,10 @@ pub async fn post(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(bool, String)> {
     let token = tokens(config)?.control;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()?;
+    let client = client(config, std::time::Duration::from_secs(120))?;
     let req = client
-        .post(format!("http://{api}{path}"))
+        .http
+        .post(client.url(api, path))
         .bearer_auth(token)
         .json(&body.unwrap_or_else(|| serde_json::json!({})));
     let resp = req

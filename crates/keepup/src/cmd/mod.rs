@@ -55,16 +55,25 @@ pub fn load_for_this_host(
     Ok((config, me.name.get_ref().clone()))
 }
 
-/// What only the load balancer can judge, with the file's lines: TLS
-/// files load and each key matches its certificate.
+/// What only the TLS code can judge, with the file's lines: the load
+/// balancer's and the API's TLS files load and each key matches its certificate.
 fn check_lb_files(config: &Config) -> Result<(), keepup_config::ConfigErrors> {
-    let Some(lb) = &config.file.lb else {
-        return Ok(());
-    };
-    let errors: Vec<keepup_config::ConfigError> = keepup_lb::tls_problems(lb)
-        .into_iter()
-        .map(|p| config.error_at(&p.at, format!("[lb] {}", p.message)))
-        .collect();
+    let mut errors: Vec<keepup_config::ConfigError> = Vec::new();
+    if let Some(lb) = &config.file.lb {
+        errors.extend(
+            keepup_lb::tls_problems(lb)
+                .into_iter()
+                .map(|p| config.error_at(&p.at, format!("[lb] {}", p.message))),
+        );
+    }
+    if let Some(t) = &config.file.api.tls {
+        if let Some((field, message)) = keepup_lb::pair_problem(t) {
+            errors.push(config.error_at(
+                keepup_config::path!["api", "tls", field],
+                format!("[api] {message}"),
+            ));
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

@@ -68,12 +68,19 @@ pub fn run(config_path: &Path, node: Option<&str>, args: RunArgs) -> anyhow::Res
             resource_factory = Some(ext.clone());
             extensions.push(ext);
         }
+        let api_tls = match &config.file.api.tls {
+            Some(t) => {
+                Some(keepup_lb::api_acceptor(t).map_err(|e| anyhow::anyhow!("[api.tls]: {e}"))?)
+            }
+            None => None,
+        };
         let opts = keepup_agent::AgentOptions {
             config,
             me,
             extensions,
             resource_factory,
             state_dir: args.state_dir,
+            api_tls,
         };
         keepup_agent::run(opts, shutdown_signal()).await?;
         // The agent has released the floating IP: let in-flight requests finish.

@@ -35,12 +35,14 @@ pub struct StatusArgs {
 }
 
 /// Fetches `path` from the agent API (GET), with `token` when given.
-pub async fn api_get(api: &str, path: &str, token: Option<&str>) -> anyhow::Result<Value> {
-    let url = format!("http://{api}{path}");
-    let mut req = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()?
-        .get(&url);
+pub async fn api_get(
+    client: &keepup_api::ApiClient,
+    api: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let url = client.url(api, path);
+    let mut req = client.http.get(&url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -88,7 +90,9 @@ pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow:
         }
         let mut code = ExitCode::SUCCESS;
         if args.all {
+            let client = super::control::client(&config, keepup_api::cluster::ASK_TIMEOUT)?;
             let answers = rt.block_on(super::cluster_view::fetch_all(
+                &client,
                 &config,
                 &here,
                 token.as_deref().unwrap_or_default(),
@@ -104,7 +108,8 @@ pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow:
                 write!(out, "{}", super::cluster_view::render(&cmp, &here))?;
             }
         } else {
-            let doc = rt.block_on(api_get(&api, "/v1/status", token.as_deref()))?;
+            let client = super::control::client(&config, std::time::Duration::from_secs(3))?;
+            let doc = rt.block_on(api_get(&client, &api, "/v1/status", token.as_deref()))?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
