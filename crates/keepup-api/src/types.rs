@@ -1,4 +1,4 @@
-//! The JSON vocabulary of the API (documented in `docs/api.md` and `openapi.yaml`).
+//! The JSON vocabulary of the API (described for clients in `openapi.json`, served at `/openapi.json`).
 
 use keepup_cluster::{ClusterView, Event};
 use serde::{Deserialize, Serialize};

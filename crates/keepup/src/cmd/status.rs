@@ -17,7 +17,7 @@ topology, dropped packets and the last transitions.\n\n\
 --all asks every node's agent at once (with the read token derived from the cluster key, \
 so run it as root) and shows their views side by side, with every disagreement listed \
 as a problem; it exits 1 when there is one.\n\n\
---json prints the API's status document (schema in docs/api.md) for scripts."
+--json prints the API's status document (schema: GET /openapi.json, crates/keepup-api/openapi.json) for scripts."
 )]
 pub struct StatusArgs {
     /// Print the status document as JSON.
