@@ -147,7 +147,7 @@ pub async fn run(
             .collect();
         tokio::spawn(ping::run(
             targets,
-            Duration::from_millis(cfg.split_brain.ping_interval_ms),
+            cfg.split_brain.ping_interval_ms.duration(),
             cfg.split_brain.ping_fail_count,
             hb.clone(),
         ));

@@ -158,7 +158,7 @@ impl Runner {
                     status: None,
                     timeout_ms,
                     env: [("KEEPUP_FENCE_NODE".to_string(), node.to_string())].into(),
-                    monitor_interval_ms: 1000,
+                    monitor_interval_ms: keepup_config::Millis(1000),
                 };
                 match keepup_resource::build(&keepup_config::ResourceConfig::Exec(cfg), &ctx) {
                     Ok(exec) => with_timeout(exec.as_ref(), "fence", exec.start()).await,
@@ -171,7 +171,7 @@ impl Runner {
                 droplets,
                 timeout_ms,
             }) => {
-                let timeout = std::time::Duration::from_millis(timeout_ms);
+                let timeout = timeout_ms.duration();
                 match keepup_resource::digitalocean::PowerOff::new(
                     &api_url,
                     &token_file,

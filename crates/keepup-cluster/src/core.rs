@@ -139,7 +139,7 @@ impl Spec {
             QuorumPolicy::Auto if nodes.len() >= 3 => Ownership::Consensus,
             QuorumPolicy::Auto => Ownership::Unguarded,
         };
-        let dead = Duration::from_millis(cfg.timing.dead_ms);
+        let dead = cfg.timing.dead_ms.duration();
         Spec {
             cluster: cfg.cluster.name.get_ref().clone(),
             me: me.to_string(),
@@ -151,28 +151,20 @@ impl Spec {
                 .map(|g| GroupSpec {
                     name: g.name.get_ref().clone(),
                     allowed: g.nodes.iter().map(|n| n.get_ref().clone()).collect(),
-                    failure_backoff: Duration::from_millis(g.failure_backoff_ms),
+                    failure_backoff: g.failure_backoff_ms.duration(),
                     fence: g.fence.is_some(),
                 })
                 .collect(),
             timing: Timing {
-                heartbeat: Duration::from_millis(cfg.timing.heartbeat_ms),
+                heartbeat: cfg.timing.heartbeat_ms.duration(),
                 dead,
-                warn: Duration::from_millis(cfg.timing.warn_ms),
-                initial_dead: Duration::from_millis(cfg.timing.initial_dead_ms),
-                lease: cfg
-                    .timing
-                    .lease_ms
-                    .map(Duration::from_millis)
-                    .unwrap_or(dead),
-                stop_bound: cfg
-                    .timing
-                    .stop_bound_ms
-                    .map(Duration::from_millis)
-                    .unwrap_or(dead / 4),
+                warn: cfg.timing.warn_ms.duration(),
+                initial_dead: cfg.timing.initial_dead_ms.duration(),
+                lease: cfg.timing.lease(),
+                stop_bound: cfg.timing.stop_bound(),
             },
             auto_failback: cfg.failback.auto,
-            failback_delay: Duration::from_millis(cfg.failback.delay_ms),
+            failback_delay: cfg.failback.delay_ms.duration(),
             ownership,
         }
     }

@@ -7,6 +7,7 @@
 //! Checks that need more than serde (unique names, the preferred primary
 //! exists, two servers for master-master) are made by `keepup_db::check_section`.
 
+use crate::Millis;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ pub struct DatabaseSection {
     /// replica's acknowledgement before it falls back to asynchronous
     /// replication (`rpl_semi_sync_master_timeout`).
     #[serde(default = "default_semi_sync_timeout")]
-    pub semi_sync_timeout_ms: u64,
+    pub semi_sync_timeout_ms: Millis,
     /// master-master only: let both servers take writes (read_only OFF on
     /// both). Off by default: the second master stays read-only, which avoids
     /// conflicting writes while keeping it ready to take over.
@@ -65,11 +66,11 @@ pub struct DatabaseSection {
     /// Milliseconds to wait for one connection to a server before calling it
     /// unreachable.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: Millis,
     /// Longest a switchover waits for the target to apply everything the old
     /// primary wrote (MASTER_GTID_WAIT) before giving up and undoing.
     #[serde(default = "default_catchup_timeout")]
-    pub catchup_timeout_ms: u64,
+    pub catchup_timeout_ms: Millis,
     /// Where writes go: the endpoint that follows the primary.
     #[serde(default)]
     pub writer: DbWriterEndpoint,
@@ -288,9 +289,9 @@ impl DatabaseSection {
             );
         }
         for (field, v) in [
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("catchup_timeout_ms", self.catchup_timeout_ms),
-            ("semi_sync_timeout_ms", self.semi_sync_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms.ms()),
+            ("catchup_timeout_ms", self.catchup_timeout_ms.ms()),
+            ("semi_sync_timeout_ms", self.semi_sync_timeout_ms.ms()),
         ] {
             if v == 0 {
                 push(path!["database", field], format!("{field} must be above 0"));
@@ -306,7 +307,7 @@ impl DatabaseSection {
     /// (2^32-1 ms, 49.7 days), so it never falls back by itself.
     pub fn semi_sync_server_timeout_ms(&self) -> u64 {
         if self.semi_sync_relaxed {
-            self.semi_sync_timeout_ms
+            self.semi_sync_timeout_ms.ms()
         } else {
             STRICT_SEMI_SYNC_TIMEOUT_MS
         }
@@ -316,8 +317,8 @@ impl DatabaseSection {
 /// `rpl_semi_sync_master_timeout` in strict mode (never reached in practice).
 pub const STRICT_SEMI_SYNC_TIMEOUT_MS: u64 = 4_294_967_295;
 
-fn default_semi_sync_timeout() -> u64 {
-    10_000
+fn default_semi_sync_timeout() -> Millis {
+    Millis(10_000)
 }
 fn default_repl_user() -> String {
     "keepup_repl".to_string()
@@ -325,9 +326,9 @@ fn default_repl_user() -> String {
 fn default_repl_password_file() -> PathBuf {
     PathBuf::from("/etc/keepup/db-replication.password")
 }
-fn default_connect_timeout() -> u64 {
-    1000
+fn default_connect_timeout() -> Millis {
+    Millis(1000)
 }
-fn default_catchup_timeout() -> u64 {
-    10_000
+fn default_catchup_timeout() -> Millis {
+    Millis(10_000)
 }

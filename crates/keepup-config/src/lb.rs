@@ -24,6 +24,7 @@
 //! sections on reload. `problems_at()` gives each problem a path into the
 //! file (`lb.frontend[1].bind`), which validation turns into its line.
 
+use crate::Millis;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -132,17 +133,17 @@ pub struct LbFrontend {
     pub max_headers: usize,
     /// Time a client has to send a complete request head (slowloris guard).
     #[serde(default = "default_header_read_timeout")]
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout_ms: Millis,
     /// A client connection idle this long between requests (HTTP) or without
     /// any byte either way (TCP) is closed.
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_ms: u64,
+    pub idle_timeout_ms: Millis,
     /// Time to connect to a backend before trying another.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
+    pub connect_timeout_ms: Millis,
     /// Time a backend has to answer with response headers (HTTP) before 504.
     #[serde(default = "default_backend_timeout")]
-    pub backend_timeout_ms: u64,
+    pub backend_timeout_ms: Millis,
     /// Further backends tried when one fails before the request reached it
     /// (or, for idempotent requests, before it answered).
     #[serde(default = "default_retries")]
@@ -161,17 +162,17 @@ fn default_max_header_bytes() -> usize {
 fn default_max_headers() -> usize {
     100
 }
-fn default_header_read_timeout() -> u64 {
-    10_000
+fn default_header_read_timeout() -> Millis {
+    Millis(10_000)
 }
-fn default_idle_timeout() -> u64 {
-    60_000
+fn default_idle_timeout() -> Millis {
+    Millis(60_000)
 }
-fn default_connect_timeout() -> u64 {
-    2_000
+fn default_connect_timeout() -> Millis {
+    Millis(2_000)
 }
-fn default_backend_timeout() -> u64 {
-    30_000
+fn default_backend_timeout() -> Millis {
+    Millis(30_000)
 }
 fn default_retries() -> u32 {
     2
@@ -224,7 +225,7 @@ pub struct LbPool {
     /// A backend coming back up gets traffic ramped from 10 % to its full
     /// weight over this time. 0: full weight at once.
     #[serde(default)]
-    pub slow_start_ms: u64,
+    pub slow_start_ms: Millis,
     /// Passive health: this many consecutive connection errors (or 5xx
     /// answers, with `passive_5xx`) mark a backend down. 0: off.
     #[serde(default = "default_passive_fall")]
@@ -235,7 +236,7 @@ pub struct LbPool {
     /// A backend marked down passively is tried again after this long when the
     /// pool has no active health check (with one, the check brings it back).
     #[serde(default = "default_passive_cooldown")]
-    pub passive_cooldown_ms: u64,
+    pub passive_cooldown_ms: Millis,
     /// Active health check. Absent: backends count as up unless passive
     /// health marks them down.
     #[serde(default)]
@@ -251,8 +252,8 @@ fn default_hash_key() -> String {
 fn default_passive_fall() -> u32 {
     3
 }
-fn default_passive_cooldown() -> u64 {
-    10_000
+fn default_passive_cooldown() -> Millis {
+    Millis(10_000)
 }
 fn yes() -> bool {
     true
@@ -287,10 +288,10 @@ pub struct LbHealthCheck {
     pub expect_status: [u16; 2],
     /// Time between checks of one backend.
     #[serde(default = "default_health_interval")]
-    pub interval_ms: u64,
+    pub interval_ms: Millis,
     /// Time limit of one check.
     #[serde(default = "default_health_timeout")]
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Consecutive good checks that bring a down backend up.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -305,11 +306,11 @@ fn default_health_path() -> String {
 fn default_expect_status() -> [u16; 2] {
     [200, 399]
 }
-fn default_health_interval() -> u64 {
-    2_000
+fn default_health_interval() -> Millis {
+    Millis(2_000)
 }
-fn default_health_timeout() -> u64 {
-    1_000
+fn default_health_timeout() -> Millis {
+    Millis(1_000)
 }
 fn default_rise() -> u32 {
     2
@@ -429,7 +430,7 @@ impl LbSection {
                         p.name, h.expect_status
                     ));
                 }
-                if h.interval_ms == 0 || h.rise == 0 || h.fall == 0 {
+                if h.interval_ms.ms() == 0 || h.rise == 0 || h.fall == 0 {
                     push(
                         hp("interval_ms"),
                         format!(
@@ -438,7 +439,7 @@ impl LbSection {
                         ),
                     );
                 }
-                if h.timeout_ms == 0 {
+                if h.timeout_ms.ms() == 0 {
                     push(
                         hp("timeout_ms"),
                         format!("pool {:?}: health timeout_ms must be above 0", p.name),
@@ -590,10 +591,10 @@ impl LbSection {
                 );
             }
             for (field, v) in [
-                ("header_read_timeout_ms", f.header_read_timeout_ms),
-                ("idle_timeout_ms", f.idle_timeout_ms),
-                ("connect_timeout_ms", f.connect_timeout_ms),
-                ("backend_timeout_ms", f.backend_timeout_ms),
+                ("header_read_timeout_ms", f.header_read_timeout_ms.ms()),
+                ("idle_timeout_ms", f.idle_timeout_ms.ms()),
+                ("connect_timeout_ms", f.connect_timeout_ms.ms()),
+                ("backend_timeout_ms", f.backend_timeout_ms.ms()),
             ] {
                 if v == 0 {
                     push(

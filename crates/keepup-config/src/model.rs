@@ -90,27 +90,61 @@ pub enum QuorumPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct TimingSection {
     /// Interval between heartbeats on each link.
-    pub heartbeat_ms: u64,
+    pub heartbeat_ms: Millis,
     /// Silence on every link after which a peer is dead.
-    pub dead_ms: u64,
+    pub dead_ms: Millis,
     /// Gap after which a late heartbeat is logged and counted.
-    pub warn_ms: u64,
+    pub warn_ms: Millis,
     /// After boot, how long to wait for peers before acting on their absence.
-    pub initial_dead_ms: u64,
+    pub initial_dead_ms: Millis,
     /// Consensus mode: how long a committed renewal keeps a group (default: dead_ms).
-    pub lease_ms: Option<u64>,
+    pub lease_ms: Option<Millis>,
     /// Consensus mode: the longest a group's stop may take; the holder starts
     /// stopping this long before its lease ends (default: dead_ms / 4).
+    pub stop_bound_ms: Option<Millis>,
+}
+
+/// `[timing]` as plain numbers of milliseconds, for checks that do arithmetic.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimingMs {
+    pub heartbeat_ms: u64,
+    pub dead_ms: u64,
+    pub warn_ms: u64,
+    pub lease_ms: Option<u64>,
     pub stop_bound_ms: Option<u64>,
+}
+
+impl TimingSection {
+    pub(crate) fn in_ms(&self) -> TimingMs {
+        TimingMs {
+            heartbeat_ms: self.heartbeat_ms.ms(),
+            dead_ms: self.dead_ms.ms(),
+            warn_ms: self.warn_ms.ms(),
+            lease_ms: self.lease_ms.map(Millis::ms),
+            stop_bound_ms: self.stop_bound_ms.map(Millis::ms),
+        }
+    }
+
+    /// The lease a committed renewal gives (default: `dead_ms`).
+    pub fn lease(&self) -> std::time::Duration {
+        self.lease_ms.unwrap_or(self.dead_ms).duration()
+    }
+
+    /// The longest a stop may take before the lease ends (default: `dead_ms` / 4).
+    pub fn stop_bound(&self) -> std::time::Duration {
+        self.stop_bound_ms
+            .map(Millis::duration)
+            .unwrap_or(self.dead_ms.duration() / 4)
+    }
 }
 
 impl Default for TimingSection {
     fn default() -> Self {
         TimingSection {
-            heartbeat_ms: 100,
-            dead_ms: 300,
-            warn_ms: 200,
-            initial_dead_ms: 1000,
+            heartbeat_ms: Millis(100),
+            dead_ms: Millis(300),
+            warn_ms: Millis(200),
+            initial_dead_ms: Millis(1000),
             lease_ms: None,
             stop_bound_ms: None,
         }
@@ -124,7 +158,7 @@ pub struct FailbackSection {
     /// Move groups back to a better node when it returns.
     pub auto: bool,
     /// How long the returning node must stay up before groups move back.
-    pub delay_ms: u64,
+    pub delay_ms: Millis,
 }
 
 /// `[split_brain]`
@@ -134,7 +168,7 @@ pub struct SplitBrainSection {
     /// Addresses to ping (ICMP echo); a node reaching none of them may not hold resources.
     pub ping_targets: Vec<Spanned<String>>,
     /// Interval between pings.
-    pub ping_interval_ms: u64,
+    pub ping_interval_ms: Millis,
     /// Consecutive failed rounds before the node counts as cut off.
     pub ping_fail_count: u32,
 }
@@ -143,7 +177,7 @@ impl Default for SplitBrainSection {
     fn default() -> Self {
         SplitBrainSection {
             ping_targets: Vec::new(),
-            ping_interval_ms: 200,
+            ping_interval_ms: Millis(200),
             ping_fail_count: 3,
         }
     }
@@ -249,7 +283,7 @@ pub struct GroupConfig {
     pub resource: Vec<ResourceConfig>,
     /// After a failed start, the first back-off before this node tries again.
     #[serde(default = "default_backoff")]
-    pub failure_backoff_ms: u64,
+    pub failure_backoff_ms: Millis,
     /// Run against a holder that may still run the group (its lease expired
     /// without a release, or its stop failed) before the group starts elsewhere.
     pub fence: Option<FenceConfig>,
@@ -265,7 +299,7 @@ pub enum FenceConfig {
         command: String,
         /// Longest it may run.
         #[serde(default = "default_exec_timeout")]
-        timeout_ms: u64,
+        timeout_ms: Millis,
     },
     /// Power the node's droplet off through the DigitalOcean API (a hard
     /// power-off, the documented `power_off` droplet action), then confirm
@@ -280,16 +314,16 @@ pub enum FenceConfig {
         droplets: BTreeMap<String, u64>,
         /// Overall limit: the action and the confirmation.
         #[serde(default = "default_do_fence_timeout")]
-        timeout_ms: u64,
+        timeout_ms: Millis,
     },
 }
 
-fn default_do_fence_timeout() -> u64 {
-    60_000
+fn default_do_fence_timeout() -> Millis {
+    Millis(60_000)
 }
 
-fn default_backoff() -> u64 {
-    5000
+fn default_backoff() -> Millis {
+    Millis(5000)
 }
 
 /// `[[group.resource]]`, selected by `type`.
@@ -337,20 +371,20 @@ pub struct VipResource {
     pub garp_count: u32,
     /// Interval between them.
     #[serde(default = "default_garp_interval")]
-    pub garp_interval_ms: u64,
+    pub garp_interval_ms: Millis,
     /// How often to check the address is still there (and restore it).
     #[serde(default = "default_monitor")]
-    pub monitor_interval_ms: u64,
+    pub monitor_interval_ms: Millis,
 }
 
 fn default_garp_count() -> u32 {
     3
 }
-fn default_garp_interval() -> u64 {
-    100
+fn default_garp_interval() -> Millis {
+    Millis(100)
 }
-fn default_monitor() -> u64 {
-    1000
+fn default_monitor() -> Millis {
+    Millis(1000)
 }
 
 /// `type = "digitalocean"`
@@ -369,10 +403,10 @@ pub struct DigitalOceanResource {
     pub metadata_url: String,
     /// Overall time limit for one assignment (including polling the action).
     #[serde(default = "default_do_timeout")]
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// How often to check the IP is still ours.
     #[serde(default = "default_do_monitor")]
-    pub monitor_interval_ms: u64,
+    pub monitor_interval_ms: Millis,
 }
 
 fn default_do_api() -> String {
@@ -381,11 +415,11 @@ fn default_do_api() -> String {
 fn default_do_metadata() -> String {
     "http://169.254.169.254/metadata/v1".to_string()
 }
-fn default_do_timeout() -> u64 {
-    30_000
+fn default_do_timeout() -> Millis {
+    Millis(30_000)
 }
-fn default_do_monitor() -> u64 {
-    10_000
+fn default_do_monitor() -> Millis {
+    Millis(10_000)
 }
 
 /// `type = "exec"`
@@ -403,13 +437,13 @@ pub struct ExecResource {
     pub status: Option<String>,
     /// Limit for each command.
     #[serde(default = "default_exec_timeout")]
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// How often to run `status`.
     #[serde(default = "default_monitor")]
-    pub monitor_interval_ms: u64,
+    pub monitor_interval_ms: Millis,
 }
 
 /// `type = "db-primary"`
@@ -421,19 +455,54 @@ pub struct DbPrimaryResource {
     pub server: Option<String>,
     /// How often to check that the server is up and still the primary.
     #[serde(default = "default_db_monitor")]
-    pub monitor_interval_ms: u64,
+    pub monitor_interval_ms: Millis,
     /// Limit for one promotion, switchover or demotion.
     #[serde(default = "default_db_timeout")]
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
 }
 
-fn default_db_monitor() -> u64 {
-    500
+fn default_db_monitor() -> Millis {
+    Millis(500)
 }
-fn default_db_timeout() -> u64 {
-    30_000
+fn default_db_timeout() -> Millis {
+    Millis(30_000)
 }
 
-fn default_exec_timeout() -> u64 {
-    10_000
+fn default_exec_timeout() -> Millis {
+    Millis(10_000)
+}
+
+/// A duration written in milliseconds in keepup.toml (every `*_ms` key):
+/// read as a number once, used as a [`Duration`](std::time::Duration)
+/// everywhere, so no code converts `*_ms` integers itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// As a duration.
+    pub const fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+    /// As a duration of at least 1 ms (a timer that must not fire at once).
+    pub fn nonzero(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.max(1))
+    }
+    /// The number written in the file.
+    pub const fn ms(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for Millis {
+    fn from(ms: u64) -> Millis {
+        Millis(ms)
+    }
+}
+
+impl std::fmt::Display for Millis {
+    /// The number as written (messages add " ms" themselves).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }

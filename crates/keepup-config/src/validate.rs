@@ -151,7 +151,7 @@ pub(crate) fn validate(
         c.at(&f.cluster.name, "cluster name must be 1 to 32 bytes");
     }
 
-    let t = &f.timing;
+    let t = f.timing.in_ms();
     use crate::path;
     if t.heartbeat_ms == 0 {
         c.at_path(
@@ -382,7 +382,7 @@ pub(crate) fn validate(
                     );
                 }
             }
-            if *timeout_ms == 0 {
+            if timeout_ms.ms() == 0 {
                 c.at(
                     &g.name,
                     format!(

@@ -93,7 +93,7 @@ fn a_digitalocean_fence_needs_every_holders_droplet() {
     assert!(matches!(
         c.file.group[0].fence,
         Some(keepup_config::FenceConfig::Digitalocean {
-            timeout_ms: 60_000,
+            timeout_ms: keepup_config::Millis(60_000),
             ..
         })
     ));

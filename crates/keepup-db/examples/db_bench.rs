@@ -208,7 +208,7 @@ async fn one_run(semi_sync: bool, dir: &std::path::Path) -> Result<Run, String> 
     let mut section = DatabaseSection::new(creds, servers.iter().map(|s| s.db_server()).collect());
     section.replication_password_file = dir.join("repl.password");
     section.semi_sync = semi_sync;
-    section.semi_sync_timeout_ms = 5000;
+    section.semi_sync_timeout_ms = keepup_config::Millis(5000);
     admin_exec(
         &servers[0].address(),
         "CREATE DATABASE app; CREATE TABLE app.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, v BIGINT NOT NULL UNIQUE) ENGINE=InnoDB; \

@@ -82,7 +82,7 @@ pub async fn checksum(section: &DatabaseSection) -> Result<ChecksumReport, DbErr
         let pos = conns[pidx].global("gtid_binlog_pos").await?;
         for (i, db) in conns.iter_mut().enumerate() {
             if i != pidx && statuses[i].replication.is_some() {
-                let _ = gtid_wait(db, &pos, section.catchup_timeout_ms).await;
+                let _ = gtid_wait(db, &pos, section.catchup_timeout_ms.ms()).await;
             }
         }
         let check: Vec<String> = if attempt == 0 {

@@ -154,7 +154,7 @@ impl Db {
             &server.name,
             &server.address,
             &creds,
-            Duration::from_millis(section.connect_timeout_ms),
+            section.connect_timeout_ms.duration(),
         )
         .await
     }

@@ -50,7 +50,9 @@ pub const DEAD_PROBE_TIMEOUT_MS: u64 = 300;
 /// one costs no more than that.
 pub fn with_dead_probe_timeout(section: &DatabaseSection) -> DatabaseSection {
     let mut quick = section.clone();
-    quick.connect_timeout_ms = quick.connect_timeout_ms.min(DEAD_PROBE_TIMEOUT_MS);
+    quick.connect_timeout_ms = quick
+        .connect_timeout_ms
+        .min(keepup_config::Millis(DEAD_PROBE_TIMEOUT_MS));
     quick
 }
 
@@ -159,7 +161,7 @@ pub async fn catch_up_before_opening(
     peer: Option<&str>,
     received: &str,
 ) -> Result<CaughtUp, DbError> {
-    let timeout = section.catchup_timeout_ms;
+    let timeout = section.catchup_timeout_ms.ms();
     let me = section
         .server(server)
         .ok_or_else(|| DbError::Config(format!("no server {server}")))?;
@@ -434,7 +436,7 @@ async fn promote(
         .iter()
         .position(|p| section.server[p.idx].name == plan.winner)
         .ok_or_else(|| DbError::Config("planner chose an unknown server".into()))?;
-    let timeout = section.catchup_timeout_ms;
+    let timeout = section.catchup_timeout_ms.ms();
     let password = replication_password(&section.replication_password_file)?.0;
 
     // A winner that is a semi-sync primary itself (master-master) would

@@ -230,7 +230,7 @@ pub(crate) async fn probe(
 ) -> (ServerStatus, Option<Db>) {
     // A server that accepts connections but never answers (hung, disk
     // full) must not hang the caller: bound the whole probe.
-    let limit = std::time::Duration::from_millis((section.connect_timeout_ms * 3).max(3000));
+    let limit = (section.connect_timeout_ms.duration() * 3).max(std::time::Duration::from_secs(3));
     let fut = async {
         let mut db = match Db::connect(section, server).await {
             Ok(db) => db,
@@ -459,7 +459,7 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
             // agent, whose monitor observed during the switchover).
             let fenced = servers[idx].read_only;
             if let (Some(db), false, false) = (conns[idx].as_mut(), stalled, fenced) {
-                let t = std::time::Duration::from_millis(section.connect_timeout_ms);
+                let t = section.connect_timeout_ms.duration();
                 let at = std::time::Instant::now();
                 let wrote = async {
                     write_heartbeat(db).await?;
@@ -487,7 +487,7 @@ pub async fn observe(section: &DatabaseSection) -> DbStatus {
         if Some(&s.name) == primary.as_ref() {
             continue;
         }
-        let t = std::time::Duration::from_millis(section.connect_timeout_ms);
+        let t = section.connect_timeout_ms.duration();
         if let Some((pos, at)) = beat.as_ref() {
             let sql = format!(
                 "SELECT MASTER_GTID_WAIT({}, {HEARTBEAT_WAIT_S})",

@@ -1178,7 +1178,7 @@ pub async fn setup_with(
             &pos,
             1,
             &token,
-            section.catchup_timeout_ms,
+            section.catchup_timeout_ms.ms(),
             "verifying replication".into(),
         )
         .await?;
@@ -1208,7 +1208,7 @@ pub async fn setup_with(
                 &pos,
                 2,
                 &back,
-                section.catchup_timeout_ms,
+                section.catchup_timeout_ms.ms(),
                 format!("verifying replication from {}", section.server[i].name),
             )
             .await?;

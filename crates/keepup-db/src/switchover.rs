@@ -289,7 +289,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
     // Near catch-up while writes still flow, so the locked window is short.
     let pre = statuses[oidx].gtid_binlog_pos.clone();
     if let Some(db) = conns[tidx].as_mut() {
-        gtid_wait(db, &pre, timeout).await?;
+        gtid_wait(db, &pre, timeout.ms()).await?;
     }
 
     // The window opens.
@@ -303,7 +303,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
         (killed, pos)
     };
     let caught_up = match conns[tidx].as_mut() {
-        Some(db) => gtid_wait(db, &final_pos, timeout).await,
+        Some(db) => gtid_wait(db, &final_pos, timeout.ms()).await,
         None => Err(DbError::Config("target vanished".into())),
     };
     if let Err(e) = caught_up {
@@ -374,7 +374,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
                             .await?;
                         }
                     } else {
-                        gtid_wait(&mut db, &final_pos, section.catchup_timeout_ms).await?;
+                        gtid_wait(&mut db, &final_pos, section.catchup_timeout_ms.ms()).await?;
                     }
                     point_at(&section, &mut db, &target, &password).await
                 }
@@ -413,7 +413,7 @@ pub async fn switchover(section: &DatabaseSection, to: &str) -> Result<Switchove
     // one now, so it is known from the next observation on.
     if let Some(db) = conns[tidx].as_mut() {
         let _ = tokio::time::timeout(
-            std::time::Duration::from_millis(section.connect_timeout_ms),
+            section.connect_timeout_ms.duration(),
             crate::observe::write_heartbeat(db),
         )
         .await;

@@ -112,7 +112,7 @@ async fn body() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut hung = c.section.clone();
     hung.server[0].address = listener.local_addr().unwrap().to_string();
-    hung.connect_timeout_ms = 300;
+    hung.connect_timeout_ms = keepup_config::Millis(300);
     let e = make_read_only(&hung, "db-1").await.expect_err("no answer");
     assert!(!e.positively_down(), "{e}");
     drop(listener);
@@ -187,7 +187,7 @@ async fn catch_up_body() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut hung = c.section.clone();
     hung.server[0].address = listener.local_addr().unwrap().to_string();
-    hung.connect_timeout_ms = 300;
+    hung.connect_timeout_ms = keepup_config::Millis(300);
     let e = keepup_db::catch_up_before_opening(&hung, "db-2", Some("db-1"), "")
         .await
         .expect_err("unknown peer");

@@ -96,7 +96,7 @@ async fn setup_master_slave_two_replicas_is_idempotent_body() {
 async fn healthy_cluster(test: &str, semi_sync: bool) -> Cluster {
     let mut c = cluster(test, 3, |i| LocalServerOptions::new(i as u32 + 1));
     c.section.semi_sync = semi_sync;
-    c.section.semi_sync_timeout_ms = 5000;
+    c.section.semi_sync_timeout_ms = keepup_config::Millis(5000);
     app_schema(&c.servers[0].address()).await;
     setup(&c.section).await.expect("setup");
     c
@@ -738,7 +738,7 @@ async fn strict_semi_sync_body() {
 
     // Relaxed: the fallback after the timeout, reported.
     c.section.semi_sync_relaxed = true;
-    c.section.semi_sync_timeout_ms = 300;
+    c.section.semi_sync_timeout_ms = keepup_config::Millis(300);
     setup(&c.section).await.expect("setup relaxed");
     cut(true).await;
     let mut app = conn(&primary, "app", "app-pw").await;

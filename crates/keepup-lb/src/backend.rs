@@ -458,7 +458,7 @@ impl Pool {
                     if !ok(i, b) {
                         continue;
                     }
-                    let w = b.effective_weight(now, slow) as i64;
+                    let w = b.effective_weight(now, slow.ms()) as i64;
                     cw[i] += w;
                     total += w;
                     if best.is_none_or(|j| cw[i] > cw[j]) {
@@ -480,7 +480,7 @@ impl Pool {
                         continue;
                     }
                     let a = b.active.load(Ordering::Relaxed) + 1;
-                    let w = b.effective_weight(now, slow);
+                    let w = b.effective_weight(now, slow.ms());
                     // a/w < ba/bw  <=>  a*bw < ba*w
                     if best.is_none_or(|(_, ba, bw)| a * bw < ba * w) {
                         best = Some((i, a, w));
@@ -502,7 +502,7 @@ impl Pool {
                     }
                     let h = hash64(&[&ip, b.name.as_bytes()]);
                     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                    let score = -(b.effective_weight(now, slow) as f64) / u.ln();
+                    let score = -(b.effective_weight(now, slow.ms()) as f64) / u.ln();
                     if best.is_none_or(|(_, s)| score > s) {
                         best = Some((i, score));
                     }
@@ -560,13 +560,13 @@ impl Pool {
             );
             if b.set_healthy(false, &reason) {
                 b.retry_at_ms.store(
-                    now_ms() + self.cfg.passive_cooldown_ms.max(1),
+                    now_ms() + self.cfg.passive_cooldown_ms.ms().max(1),
                     Ordering::Relaxed,
                 );
             } else if !self.has_active_check && b.retry_at_ms.load(Ordering::Relaxed) != 0 {
                 // A half-open try failed: wait another cooldown.
                 b.retry_at_ms.store(
-                    now_ms() + self.cfg.passive_cooldown_ms.max(1),
+                    now_ms() + self.cfg.passive_cooldown_ms.ms().max(1),
                     Ordering::Relaxed,
                 );
             }
@@ -592,17 +592,14 @@ impl Pool {
             backends: self
                 .backends
                 .iter()
-                .map(|b| b.status(self.cfg.slow_start_ms))
+                .map(|b| b.status(self.cfg.slow_start_ms.ms()))
                 .collect(),
         }
     }
 
     /// Time between two active checks (for the checker).
     pub(crate) fn check_interval(&self) -> Option<Duration> {
-        self.cfg
-            .health
-            .as_ref()
-            .map(|h| Duration::from_millis(h.interval_ms.max(1)))
+        self.cfg.health.as_ref().map(|h| h.interval_ms.nonzero())
     }
 }
 
@@ -616,10 +613,10 @@ mod test {
             algorithm: alg,
             hash_key: "uri".into(),
             sticky_cookie: None,
-            slow_start_ms: 0,
+            slow_start_ms: keepup_config::Millis(0),
             passive_fall: 3,
             passive_5xx: true,
-            passive_cooldown_ms: 10_000,
+            passive_cooldown_ms: keepup_config::Millis(10_000),
             health: None,
             backend: weights
                 .iter()

@@ -858,7 +858,7 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     let mut first = true;
     loop {
         let settings = fe.settings.load_full();
-        s.write_timeout = Duration::from_millis(settings.cfg.idle_timeout_ms.max(1));
+        s.write_timeout = settings.cfg.idle_timeout_ms.nonzero();
         let head = match s.read_head(&settings, first, closing).await {
             Some(h) => h,
             None => break,
@@ -917,7 +917,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
                 let wait = if first {
                     header_timeout
                 } else {
-                    Duration::from_millis(s.cfg.idle_timeout_ms.max(1))
+                    s.cfg.idle_timeout_ms.nonzero()
                 };
                 tokio::select! {
                     biased;
@@ -1016,7 +1016,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             }
             let _ = self.io.flush().await;
         }
-        let backend_timeout = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+        let backend_timeout = s.cfg.backend_timeout_ms.nonzero();
         // A small body is read whole, after the head in `out`: one write to
         // the backend, and it can be sent again.
         let kept = match head.framing {
@@ -1029,7 +1029,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             Framing::Empty => true,
             _ => false,
         };
-        let connect_timeout = Duration::from_millis(s.cfg.connect_timeout_ms.max(1));
+        let connect_timeout = s.cfg.connect_timeout_ms.nonzero();
         let attempts = 1 + s.cfg.retries as usize;
         let mut tried = 0u64;
         let mut failed = false;
@@ -1121,7 +1121,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
         code: u16,
         start: Instant,
     ) -> Next {
-        let t = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+        let t = s.cfg.backend_timeout_ms.nonzero();
         let keep = match head.framing {
             Framing::Empty => head.keep_alive,
             Framing::Length(n) if n <= RETRY_BODY_MAX => {
@@ -1361,7 +1361,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<'_, C> {
             let _ = self.io.flush().await;
             // A tunnel now (WebSocket): closed after idle_timeout_ms without
             // a byte either way, like a TCP frontend's connection.
-            let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
+            let idle = s.cfg.idle_timeout_ms.nonzero();
             if let crate::tcp_proxy::Relayed::Closed(up, down) =
                 crate::tcp_proxy::relay(&mut self.io, bc, idle).await
             {
@@ -1606,10 +1606,10 @@ mod test {
             algorithm: LbAlgorithm::RoundRobin,
             hash_key: "uri".into(),
             sticky_cookie: Some("SRV".into()),
-            slow_start_ms: 0,
+            slow_start_ms: keepup_config::Millis(0),
             passive_fall: 3,
             passive_5xx: true,
-            passive_cooldown_ms: 10_000,
+            passive_cooldown_ms: keepup_config::Millis(10_000),
             health: None,
             backend: vec![keepup_config::LbBackend {
                 name: "web-1".into(),

@@ -45,7 +45,7 @@ async fn run(b: Arc<Backend>, check: LbHealthCheck, interval: Duration) {
                 streak: 0,
             };
         }
-        let timeout = Duration::from_millis(check.timeout_ms.max(1));
+        let timeout = check.timeout_ms.nonzero();
         let result = match tokio::time::timeout(timeout, probe(&b, &check)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} ms", check.timeout_ms)),

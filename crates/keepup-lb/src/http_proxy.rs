@@ -382,7 +382,7 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
     let mut body = if body.is_end_stream() {
         ReqBody::Kept(None)
     } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
-        let t = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
+        let t = s.cfg.backend_timeout_ms.nonzero();
         match tokio::time::timeout(
             t,
             http_body_util::Limited::new(body, RETRY_BODY_MAX as usize).collect(),
@@ -407,8 +407,8 @@ async fn proxy(c: &Conn, s: &Settings, req: Request<Incoming>) -> Response<Proxy
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let backend_timeout = Duration::from_millis(s.cfg.backend_timeout_ms.max(1));
-    let connect_timeout = Duration::from_millis(s.cfg.connect_timeout_ms.max(1));
+    let backend_timeout = s.cfg.backend_timeout_ms.nonzero();
+    let connect_timeout = s.cfg.connect_timeout_ms.nonzero();
     let attempts = 1 + s.cfg.retries as usize;
     let mut tried = 0u64;
     let mut failed = false;

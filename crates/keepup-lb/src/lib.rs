@@ -199,12 +199,10 @@ impl Settings {
         self.trusted.iter().any(|&(net, len)| in_cidr(ip, net, len))
     }
     pub(crate) fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(
-            self.cfg
-                .header_read_timeout_ms
-                .min(self.cfg.idle_timeout_ms)
-                .max(1),
-        )
+        self.cfg
+            .header_read_timeout_ms
+            .min(self.cfg.idle_timeout_ms)
+            .nonzero()
     }
 }
 

@@ -60,7 +60,7 @@ pub(crate) async fn serve(
         client_ip: Some(src.ip()),
         hash: None,
     };
-    let connect_timeout = Duration::from_millis(s.cfg.connect_timeout_ms.max(1));
+    let connect_timeout = s.cfg.connect_timeout_ms.nonzero();
     let mut tried = 0u64;
     let mut upstream = None;
     for _ in 0..=s.cfg.retries {
@@ -106,7 +106,7 @@ pub(crate) async fn serve(
         fe.counters.errors.fetch_add(1, Relaxed);
         return;
     }
-    let idle = Duration::from_millis(s.cfg.idle_timeout_ms.max(1));
+    let idle = s.cfg.idle_timeout_ms.nonzero();
     match relay(&mut client, &mut conn, idle).await {
         Relayed::Closed(up, down) => {
             fe.counters.bytes_in.fetch_add(up, Relaxed);

@@ -382,7 +382,7 @@ impl ReservedIp {
             .parse::<std::net::IpAddr>()
             .map_err(|_| bad(format!("{:?} is not an IP address", cfg.reserved_ip)))?;
         check_url("metadata_url", &cfg.metadata_url).map_err(bad)?;
-        if cfg.timeout_ms == 0 {
+        if cfg.timeout_ms.ms() == 0 {
             return Err(bad("timeout_ms must be greater than 0".to_string()));
         }
         Ok(ReservedIp {
@@ -471,7 +471,7 @@ impl ReservedIp {
         &self,
         operation: &'static str,
     ) -> Result<Option<Option<u64>>, ResourceError> {
-        let deadline = Instant::now() + Duration::from_millis(self.cfg.timeout_ms);
+        let deadline = Instant::now() + self.cfg.timeout_ms.duration();
         let token = self.api.token(operation)?;
         let me = self.droplet_id(operation, deadline).await?;
         let holder = self.holder(operation, &token, deadline).await?;
@@ -748,13 +748,13 @@ impl Resource for ReservedIp {
     }
 
     fn monitor_interval(&self) -> Duration {
-        Duration::from_millis(self.cfg.monitor_interval_ms)
+        self.cfg.monitor_interval_ms.duration()
     }
 
     /// The configured limit for one assignment, plus a second so the
     /// module's own deadline (with its clearer message) fires first.
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg.timeout_ms) + Duration::from_secs(1)
+        self.cfg.timeout_ms.duration() + Duration::from_secs(1)
     }
 }
 

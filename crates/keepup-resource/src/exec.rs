@@ -91,7 +91,7 @@ impl Exec {
                 "status command is empty (leave it out to disable monitoring)",
             ));
         }
-        if cfg.timeout_ms == 0 {
+        if cfg.timeout_ms.ms() == 0 {
             return Err(bad("timeout_ms must be greater than 0"));
         }
         if let Some(k) = cfg
@@ -108,7 +108,7 @@ impl Exec {
     }
 
     fn per_command(&self) -> Duration {
-        Duration::from_millis(self.cfg.timeout_ms)
+        self.cfg.timeout_ms.duration()
     }
 
     fn failed(&self, operation: &'static str, reason: String) -> ResourceError {
@@ -330,7 +330,7 @@ impl Resource for Exec {
     }
 
     fn monitor_interval(&self) -> Duration {
-        Duration::from_millis(self.cfg.monitor_interval_ms)
+        self.cfg.monitor_interval_ms.duration()
     }
 
     /// One command's limit plus a second of grace, times three because a

@@ -166,7 +166,7 @@ impl Vip {
         })?;
         let rest = self.cfg.garp_count - 1;
         if rest > 0 {
-            let interval = Duration::from_millis(self.cfg.garp_interval_ms);
+            let interval = self.cfg.garp_interval_ms.duration();
             let who = self.describe();
             let task = tokio::spawn(async move {
                 for _ in 0..rest {
@@ -413,7 +413,7 @@ impl Resource for Vip {
     }
 
     fn monitor_interval(&self) -> Duration {
-        Duration::from_millis(self.cfg.monitor_interval_ms)
+        self.cfg.monitor_interval_ms.duration()
     }
 
     /// Netlink is quick; the announcement repeats run after start returns.

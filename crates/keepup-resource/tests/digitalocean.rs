@@ -65,8 +65,8 @@ async fn setup(test: &str, holder: Option<u64>, token_in_file: &str, timeout_ms:
         token_file,
         api_url: fake.api_url(),
         metadata_url: fake.metadata_url(),
-        timeout_ms,
-        monitor_interval_ms: 1000,
+        timeout_ms: keepup_config::Millis(timeout_ms),
+        monitor_interval_ms: keepup_config::Millis(1000),
     };
     let res = ReservedIp::new(&cfg)
         .expect("config")
@@ -371,8 +371,8 @@ async fn do_unreadable_token_file_names_the_file() {
         token_file: PathBuf::from("/nonexistent/keepup/token"),
         api_url: s.fake.api_url(),
         metadata_url: s.fake.metadata_url(),
-        timeout_ms: 1000,
-        monitor_interval_ms: 1000,
+        timeout_ms: keepup_config::Millis(1000),
+        monitor_interval_ms: keepup_config::Millis(1000),
     };
     let r = ReservedIp::new(&cfg).expect("config");
     let msg = r.start().await.expect_err("no token").to_string();

@@ -100,8 +100,8 @@ fn do_reserved_ip_moves_between_lab_hosts() {
         token_file: token_file.clone(),
         api_url: "http://10.77.0.250:8080".to_string(),
         metadata_url: "http://10.77.0.250:8080/metadata/v1".to_string(),
-        timeout_ms: 5000,
-        monitor_interval_ms: 1000,
+        timeout_ms: keepup_config::Millis(5000),
+        monitor_interval_ms: keepup_config::Millis(1000),
     };
     let policy = RetryPolicy {
         base: Duration::from_millis(50),

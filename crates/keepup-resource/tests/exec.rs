@@ -26,9 +26,9 @@ fn cfg(name: &str, start: &str, stop: &str, status: Option<&str>, timeout_ms: u6
         start: start.to_string(),
         stop: stop.to_string(),
         status: status.map(str::to_string),
-        timeout_ms,
+        timeout_ms: keepup_config::Millis(timeout_ms),
         env: BTreeMap::new(),
-        monitor_interval_ms: 1000,
+        monitor_interval_ms: keepup_config::Millis(1000),
     }
 }
 

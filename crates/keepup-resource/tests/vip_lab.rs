@@ -27,8 +27,8 @@ fn vip_cfg(address: &str, garp_count: u32) -> VipResource {
         address: address.to_string(),
         interface: "eth0".to_string(),
         garp_count,
-        garp_interval_ms: 50,
-        monitor_interval_ms: 1000,
+        garp_interval_ms: keepup_config::Millis(50),
+        monitor_interval_ms: keepup_config::Millis(1000),
     }
 }
 
@@ -286,7 +286,7 @@ table ip6 kut {
 
     for (address, family) in [("10.77.0.100/24", "arp"), ("fd00:77::100/64", "ip6")] {
         let mut cfg = vip_cfg(address, 4);
-        cfg.garp_interval_ms = 200;
+        cfg.garp_interval_ms = keepup_config::Millis(200);
         let vip = Arc::new(Vip::new(&cfg).expect("config"));
         let v = Arc::clone(&vip);
         let took = ns.run(move || async move {

@@ -267,8 +267,8 @@ impl keepup_agent::ResourceFactory for DbExtension {
             Some(server) => Ok(Box::new(DbPrimary {
                 section: self.section.clone(),
                 server,
-                monitor: std::time::Duration::from_millis(d.monitor_interval_ms),
-                timeout: std::time::Duration::from_millis(d.timeout_ms),
+                monitor: d.monitor_interval_ms.duration(),
+                timeout: d.timeout_ms.duration(),
                 read_only_checks: std::sync::atomic::AtomicU32::new(0),
                 unknown_checks: std::sync::atomic::AtomicU32::new(0),
                 epoch: ctx.epoch.clone(),

@@ -59,7 +59,7 @@ pub fn cluster(test: &str, n: usize, opts: impl Fn(usize) -> LocalServerOptions 
     let mut section = DatabaseSection::new(creds, servers.iter().map(|s| s.db_server()).collect());
     section.replication_password_file = dir.join("repl.password");
     section.topology = DbTopology::MasterSlave;
-    section.connect_timeout_ms = 1000;
+    section.connect_timeout_ms = keepup_config::Millis(1000);
     Cluster {
         servers,
         section,
