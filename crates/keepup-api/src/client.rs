@@ -12,6 +12,7 @@ pub struct ApiClient {
     /// The underlying client (timeouts set).
     pub http: reqwest::Client,
     scheme: &'static str,
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -40,11 +41,57 @@ impl ApiClient {
         let http = b
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(ApiClient { http, scheme })
+        Ok(ApiClient {
+            http,
+            scheme,
+            timeout,
+        })
     }
 
     /// `scheme://api/path`.
     pub fn url(&self, api: &str, path: &str) -> String {
         format!("{}://{api}{path}", self.scheme)
+    }
+
+    /// GETs `path` from the agent at `api` (with `token` when given) and
+    /// returns its JSON; the error says in words what went wrong.
+    pub async fn get_json(
+        &self,
+        api: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let mut req = self.http.get(self.url(api, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!("no answer from {api} within {}", describe(self.timeout))
+            } else {
+                format!("no answer from {api} (agent down or address unreachable)")
+            }
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|_| format!("{api} answered HTTP {status} with no JSON document"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{api}: HTTP {status}: {}",
+                body["message"].as_str().unwrap_or("")
+            ));
+        }
+        Ok(body)
+    }
+}
+
+/// "2 s", "500 ms".
+fn describe(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }

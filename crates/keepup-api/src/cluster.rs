@@ -34,32 +34,7 @@ pub async fn fetch_all(
 }
 
 async fn ask(client: &crate::ApiClient, api: &str, token: &str) -> Answer {
-    let url = client.url(api, "/v1/status");
-    let resp = client
-        .http
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("no answer from {api} within 2 s")
-            } else {
-                format!("no answer from {api} (agent down or address unreachable)")
-            }
-        })?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|_| format!("{api} answered HTTP {status} with no status document"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{api}: HTTP {status}: {}",
-            body["message"].as_str().unwrap_or("")
-        ));
-    }
-    Ok(body)
+    client.get_json(api, "/v1/status", Some(token)).await
 }
 
 /// The side-by-side table: one row per fact, one column per node.

@@ -1,6 +1,5 @@
 //! `keepup status`: one screen on the cluster, from the local agent's API.
 
-use anyhow::Context;
 use clap::Args;
 use keepup_config::{Config, HostChecks};
 use serde_json::Value;
@@ -32,35 +31,6 @@ pub struct StatusArgs {
     /// Agent API address (default: api.listen from the config).
     #[arg(long)]
     pub api: Option<String>,
-}
-
-/// Fetches `path` from the agent API (GET), with `token` when given.
-pub async fn api_get(
-    client: &keepup_api::ApiClient,
-    api: &str,
-    path: &str,
-    token: Option<&str>,
-) -> anyhow::Result<Value> {
-    let url = client.url(api, path);
-    let mut req = client.http.get(&url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.with_context(|| {
-        format!("no agent answers at {api} (is `keepup run` running on this node?)")
-    })?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("bad answer from {url}"))?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "{url}: HTTP {status}: {}",
-            body["message"].as_str().unwrap_or("")
-        );
-    }
-    Ok(body)
 }
 
 /// Asks the local agent (or every agent, `--all`) and prints what it knows.
@@ -109,7 +79,9 @@ pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow:
             }
         } else {
             let client = super::control::client(&config, std::time::Duration::from_secs(3))?;
-            let doc = rt.block_on(api_get(&client, &api, "/v1/status", token.as_deref()))?;
+            let doc = rt
+                .block_on(client.get_json(&api, "/v1/status", token.as_deref()))
+                .map_err(|e| anyhow::anyhow!("{e} (is `keepup run` running on this node?)"))?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
