@@ -24,7 +24,10 @@ ensure_packages \
   "faketime faketime" \
   "man man-db" \
   "readelf binutils" \
-  "systemd-analyze systemd" ||
+  "systemd-analyze systemd" \
+  "python3 python3" \
+  "git git" \
+  "setpriv util-linux" ||
   echo "tests that need them will say SKIPPED" >&2
 # mariadb-server's package may start a system server; keepup's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mariadb >/dev/null 2>&1 || true; fi

@@ -155,15 +155,7 @@ pub async fn run(
 
     // The API.
     let api_addr = cfg.api.listen_addr();
-    let tokens = keepup_api::ApiTokens::load(
-        cfg.cluster.key_file.get_ref(),
-        cfg.api.token_file.as_ref().map(|t| t.get_ref().as_path()),
-        cfg.api
-            .read_token_file
-            .as_ref()
-            .map(|t| t.get_ref().as_path()),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let tokens = api_tokens(cfg).map_err(|e| anyhow::anyhow!(e))?;
     let serve_options = keepup_api::ServeOptions {
         policy: keepup_api::AccessPolicy {
             control_token: tokens.control,
@@ -180,7 +172,12 @@ pub async fn run(
         .iter()
         .map(|n| {
             let name = n.name.get_ref().clone();
-            (name.clone(), peer_api(api_addr, name == opts.me, n))
+            let api = if name == opts.me {
+                Ok(cfg.api.local_addr().to_string())
+            } else {
+                cfg.api.remote_addr(n).map(|a| a.to_string())
+            };
+            (name, api)
         })
         .collect();
     let backend = Arc::new(shared::ApiBackend {
@@ -217,35 +214,15 @@ pub async fn run(
     Ok(())
 }
 
-/// Where node `n`'s API answers, seen from this node: loopback for itself,
-/// else its first address on this node's API port (every node shares one
-/// keepup.toml, so one `[api] listen`).
-fn peer_api(
-    listen: std::net::SocketAddr,
-    is_me: bool,
-    n: &keepup_config::NodeConfig,
-) -> Result<String, String> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    if is_me {
-        let ip = match listen.ip() {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        return Ok(SocketAddr::new(ip, listen.port()).to_string());
-    }
-    if listen.ip().is_loopback() {
-        return Err(format!(
-            "api.listen ({listen}) is loopback-only, so no node can ask another: set api.listen = \"0.0.0.0:{}\"",
-            listen.port()
-        ));
-    }
-    let addr = n
-        .addresses
-        .first()
-        .ok_or_else(|| "no address".to_string())?
-        .get_ref()
-        .parse::<IpAddr>()
-        .map_err(|e| e.to_string())?;
-    Ok(SocketAddr::new(addr, listen.port()).to_string())
+/// The API tokens for `cfg`: its token files, else derived from the
+/// cluster key (the agent and the `keepup` commands read them the same way).
+pub fn api_tokens(cfg: &keepup_config::FileConfig) -> Result<keepup_api::ApiTokens, String> {
+    keepup_api::ApiTokens::load(
+        cfg.cluster.key_file.get_ref(),
+        cfg.api.token_file.as_ref().map(|t| t.get_ref().as_path()),
+        cfg.api
+            .read_token_file
+            .as_ref()
+            .map(|t| t.get_ref().as_path()),
+    )
 }

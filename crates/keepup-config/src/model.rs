@@ -229,6 +229,42 @@ impl ApiSection {
             .parse()
             .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 7947)))
     }
+
+    /// The address to dial for this host's own agent: `listen`, a wildcard
+    /// meaning loopback.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let mut addr = self.listen_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        addr
+    }
+
+    /// Where node `n`'s agent answers from another host: its first address
+    /// on this port (every node shares the one keepup.toml, so one `[api]`),
+    /// or why it cannot be reached.
+    pub fn remote_addr(&self, n: &NodeConfig) -> Result<std::net::SocketAddr, String> {
+        let listen = self.listen_addr();
+        if listen.ip().is_loopback() {
+            return Err(format!(
+                "node {:?} is another host and api.listen ({listen}) is loopback-only: set api.listen = \"0.0.0.0:{}\"",
+                n.name.get_ref(),
+                listen.port()
+            ));
+        }
+        let ip = n
+            .addresses
+            .first()
+            .ok_or_else(|| format!("node {:?} has no address", n.name.get_ref()))?
+            .get_ref()
+            .parse::<std::net::IpAddr>()
+            .map_err(|e| e.to_string())?;
+        Ok(std::net::SocketAddr::new(ip, listen.port()))
+    }
 }
 
 /// `[[node]]`

@@ -15,38 +15,22 @@ pub struct NodeArg {
     pub target: Option<String>,
 }
 
-/// The address to dial for this host's agent: `[api] listen`, a wildcard
-/// meaning this host (loopback).
+/// The address to dial for this host's agent.
 pub fn local_api(config: &Config) -> anyhow::Result<String> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let mut addr = config.file.api.listen_addr();
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
-    }
-    Ok(addr.to_string())
+    Ok(config.file.api.local_addr().to_string())
 }
 
-/// Where `node`'s agent answers: its first address on this config's API
-/// port (every node shares the one keepup.toml, so the same `[api]`).
+/// Where `node`'s agent answers from another host.
 pub fn api_of_node(config: &Config, node: &str) -> anyhow::Result<String> {
     let n = config
         .node(node)
         .with_context(|| format!("no node {node:?} in {}", config.path.display()))?;
-    let port = config.file.api.listen_addr().port();
-    let addr = n
-        .addresses
-        .first()
-        .with_context(|| format!("node {node:?} has no address"))?
-        .get_ref()
-        .clone();
-    Ok(if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    })
+    config
+        .file
+        .api
+        .remote_addr(n)
+        .map(|a| a.to_string())
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Where to reach `target`'s API: this host's `api.listen`, or the node's
@@ -58,26 +42,13 @@ fn api_of(config: &Config, local: Option<&str>, target: Option<&str>) -> anyhow:
     let Some(t) = target.filter(|t| *t != local_name) else {
         return local_api(config);
     };
-    let listen = config.file.api.listen_addr();
-    if listen.ip().is_loopback() {
-        anyhow::bail!(
-            "node {t:?} is another host and api.listen ({listen}) is loopback-only: run this command on {t}, or set api.listen = \"0.0.0.0:{}\"",
-            listen.port()
-        );
-    }
     api_of_node(config, t)
 }
 
 /// The API tokens for `config`: its token files, else derived from the
 /// cluster key (readable by root).
 pub fn tokens(config: &Config) -> anyhow::Result<keepup_api::ApiTokens> {
-    let api = &config.file.api;
-    keepup_api::ApiTokens::load(
-        config.file.cluster.key_file.get_ref(),
-        api.token_file.as_ref().map(|t| t.get_ref().as_path()),
-        api.read_token_file.as_ref().map(|t| t.get_ref().as_path()),
-    )
-    .map_err(|e| anyhow::anyhow!(e))
+    keepup_agent::api_tokens(&config.file).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Arguments of `keepup api-token`.

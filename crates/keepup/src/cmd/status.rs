@@ -38,10 +38,12 @@ pub fn run(config_path: &Path, local: Option<&str>, args: StatusArgs) -> anyhow:
     let config = Config::load(config_path, HostChecks::FileOnly)?;
     // The read token when this user can produce it (root); loopback reads
     // need none, so a plain `keepup status` works without it.
-    let token = super::control::tokens(&config).ok().map(|t| t.read);
-    if args.all && token.is_none() {
-        super::control::tokens(&config)?;
-    }
+    let token = match super::control::tokens(&config) {
+        Ok(t) => Some(t.read),
+        // --all asks other hosts, which need the token.
+        Err(e) if args.all => return Err(e),
+        Err(_) => None,
+    };
     let api = match &args.api {
         Some(a) => a.clone(),
         None => super::control::local_api(&config)?,
